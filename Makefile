@@ -1,0 +1,35 @@
+# Two commands on a fresh machine with only Python 3.11+ on it:
+#   make demo   set up .venv, start the node, send sample_dicom/ to it, show what happened
+#   make test   set up .venv (and, as root on Debian, dcmtk + dicom3tools), run the tests
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_TOOLS := dcmtk dicom3tools
+
+.PHONY: setup tools demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The DICOM peers and validators the integration tests use (Debian packages).
+tools:
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
+	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi
+
+demo: setup
+	$(VENV)/bin/cdss-node demo
+
+test: setup tools
+	$(PY) -m pytest -q
+
+bench: setup tools
+	$(PY) bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,3 @@
+from cdss_node.cli import main
+
+raise SystemExit(main())

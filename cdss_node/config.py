@@ -1,0 +1,340 @@
+"""The node's configuration: one TOML file, read once into a frozen, validated object.
+
+Every key has a default, so the node runs with no file at all. Environment variables named
+``CDSS_<SECTION>_<KEY>`` (for example ``CDSS_NODE_PORT=11113``) override the file. Problems are
+collected, not raised one at a time, so that ``cdss-node check-config`` can list them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "CDSS_"
+
+
+class ConfigError(ValueError):
+    """The configuration has problems; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _key(default: Any, help: str, **kw: Any) -> Any:
+    """A config key: its default and the comment that ``config-default`` prints above it."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    ae_title: str = _key("CDSS_EGFR", "The node's own AE title (1-16 characters).")
+    host: str = _key("0.0.0.0", "Address to listen on; 0.0.0.0 listens on every interface.")
+    port: int = _key(11112, "DICOM port (C-ECHO, C-STORE).", min=1, max=65535)
+    data_dir: str = _key("./var", "Folder for the spool, the SQLite index and results.")
+    max_pdu_bytes: int = _key(
+        1048576, "Largest PDU the node accepts; 0 means no limit.", min=0, max=2**32 - 1
+    )
+    max_associations: int = _key(16, "Associations served at once.", min=1, max=256)
+    network_timeout_s: float = _key(60.0, "Seconds a silent peer is waited for.", min=1.0)
+
+
+@dataclass(frozen=True)
+class SecuritySection:
+    allowed_calling_aets: list = _key(
+        [],
+        "Calling AE titles allowed to connect, optionally bound to a host as 'AET@host'. "
+        "An empty list accepts any calling AE.",
+    )
+    tls_cert: str = _key("", "PEM certificate of the node; with tls_key, turns TLS on.")
+    tls_key: str = _key("", "PEM private key of the node.")
+    tls_ca: str = _key("", "PEM CA bundle; when set, peers must present a certificate it signed.")
+
+
+@dataclass(frozen=True)
+class StoreSection:
+    reserve_mb: int = _key(
+        1024, "Free disk (MB) kept in reserve; below it C-STORE answers 0xA700.", min=0
+    )
+    fsync: bool = _key(
+        False,
+        "true: every instance and index row reaches the disk before success is answered "
+        "(survives power loss, slower). false: survives a crash of the node, not of the machine.",
+    )
+    retention_days: int = _key(
+        30, "Days the spool keeps instances of series whose analysis has finished.", min=1
+    )
+
+
+@dataclass(frozen=True)
+class SeriesSection:
+    grace_s: float = _key(
+        2.0, "Seconds after the association's release with no new instance: series complete.",
+        min=0.0,
+    )
+    quiet_s: float = _key(
+        30.0, "Fallback: seconds with no new instance, association still open: complete.",
+        min=1.0,
+    )
+    check_interval_s: float = _key(
+        0.5, "Seconds between completion checks.", min=0.05, max=60.0
+    )
+
+
+@dataclass(frozen=True)
+class LoggingSection:
+    level: str = _key("info", "debug, info, warning or error.",
+                      choices=("debug", "info", "warning", "error"))
+    format: str = _key("auto", "auto (console on a terminal, JSON lines otherwise), json, console.",
+                       choices=("auto", "json", "console"))
+
+
+@dataclass(frozen=True)
+class Destination:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeSection = field(default_factory=NodeSection)
+    security: SecuritySection = field(default_factory=SecuritySection)
+    store: StoreSection = field(default_factory=StoreSection)
+    series: SeriesSection = field(default_factory=SeriesSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    destinations: tuple[Destination, ...] = ()
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.node.data_dir)
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.security.tls_cert)
+
+
+SECTIONS: dict[str, type] = {
+    "node": NodeSection,
+    "security": SecuritySection,
+    "store": StoreSection,
+    "series": SeriesSection,
+    "logging": LoggingSection,
+}
+
+_AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
+
+
+def ae_title_problem(value: Any) -> str | None:
+    """Why ``value`` is not a valid AE title, or None."""
+    if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
+        return f"expected an AE title (1-16 printable ASCII characters, no backslash), found {value!r}"
+    return None
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or nothing), apply ``CDSS_*`` overrides, validate; raise ConfigError."""
+    raw = _read_toml(Path(path)) if path else {}
+    problems: list[str] = []
+    _apply_env(raw, os.environ if env is None else env, problems)
+    config = _build(raw, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(["no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot be read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"]) from None
+
+
+def _apply_env(raw: dict, env: Mapping[str, str], problems: list[str]) -> None:
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            name = f"{ENV_PREFIX}{section}_{f.name}".upper()
+            if name in env:
+                value = _parse_env(env[name], f.default if f.default is not dataclasses.MISSING
+                                   else [], name, problems)
+                raw.setdefault(section, {})[f.name] = value
+
+
+def _parse_env(text: str, default: Any, name: str, problems: list[str]) -> Any:
+    if isinstance(default, bool):
+        if text.lower() in ("1", "true", "yes", "on"):
+            return True
+        if text.lower() in ("0", "false", "no", "off"):
+            return False
+        problems.append(f"{name}: expected true or false, found {text!r}")
+        return default
+    if isinstance(default, list):
+        return [item.strip() for item in text.split(",") if item.strip()]
+    if isinstance(default, (int, float)):
+        try:
+            return type(default)(text)
+        except ValueError:
+            problems.append(f"{name}: expected a number, found {text!r}")
+            return default
+    return text
+
+
+def _build(raw: dict, problems: list[str]) -> Config:
+    for unknown in sorted(set(raw) - set(SECTIONS) - {"destinations"}):
+        problems.append(f"{unknown}: unknown section (known: {', '.join(SECTIONS)}, destinations)")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            problems.append(f"{name}: expected a table [{name}], found {table!r}")
+            table = {}
+        sections[name] = _build_section(name, cls, table, problems)
+    destinations = _build_destinations(raw.get("destinations", []), problems)
+    config = Config(destinations=destinations, **sections)
+    problems.extend(_cross_checks(config))
+    return config
+
+
+def _build_section(section: str, cls: type, table: dict, problems: list[str]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for unknown in sorted(set(table) - set(fields)):
+        problems.append(f"{section}.{unknown}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in table:
+            problem = _check_value(table[name], f)
+            if problem:
+                problems.append(f"{section}.{name}: {problem}")
+            else:
+                values[name] = _coerce(table[name], f)
+    return cls(**values)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _check_value(value: Any, f: dataclasses.Field) -> str | None:
+    default = field_default(f)
+    meta = f.metadata
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"expected true or false, found {value!r}"
+    if isinstance(default, (int, float)):
+        return _check_number(value, default, meta)
+    if isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else f"expected a list of strings, found {value!r}"
+    if not isinstance(value, str):
+        return f"expected a string, found {value!r}"
+    if "choices" in meta and value not in meta["choices"]:
+        return f"expected one of {', '.join(meta['choices'])}, found {value!r}"
+    return None
+
+
+def _check_number(value: Any, default: Any, meta: Mapping) -> str | None:
+    kind = "an integer" if isinstance(default, int) else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected {kind}, found {value!r}"
+    if isinstance(default, int) and not isinstance(value, int):
+        return f"expected {kind}, found {value!r}"
+    low, high = meta.get("min"), meta.get("max")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+        return f"expected {kind} in {bounds}, found {value!r}"
+    return None
+
+
+def _coerce(value: Any, f: dataclasses.Field) -> Any:
+    default = field_default(f)
+    if isinstance(default, float) and not isinstance(default, bool):
+        return float(value)
+    if isinstance(default, list):
+        return list(value)
+    return value
+
+
+def _build_destinations(items: Any, problems: list[str]) -> tuple[Destination, ...]:
+    if not isinstance(items, list):
+        problems.append(f"destinations: expected [[destinations]] tables, found {items!r}")
+        return ()
+    built = []
+    for i, item in enumerate(items):
+        where = f"destinations[{i}]"
+        destination = _build_destination(where, item, problems)
+        if destination:
+            built.append(destination)
+    names = [d.name for d in built]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"destinations: name {name!r} is used more than once")
+    return tuple(built)
+
+
+def _build_destination(where: str, item: Any, problems: list[str]) -> Destination | None:
+    if not isinstance(item, dict):
+        problems.append(f"{where}: expected a table, found {item!r}")
+        return None
+    before = len(problems)
+    wanted = {"name": str, "ae_title": str, "host": str, "port": int}
+    for unknown in sorted(set(item) - set(wanted)):
+        problems.append(f"{where}.{unknown}: unknown key (known: {', '.join(wanted)})")
+    for key, kind in wanted.items():
+        value = item.get(key)
+        if value is None:
+            problems.append(f"{where}.{key}: missing")
+        elif not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            problems.append(f"{where}.{key}: expected a {kind.__name__}, found {value!r}")
+    if len(problems) > before:
+        return None
+    destination = Destination(**{k: item[k] for k in wanted})
+    problems.extend(f"{where}.{p}" for p in _destination_problems(destination))
+    return destination
+
+
+def _destination_problems(d: Destination) -> list[str]:
+    problems = []
+    if (p := ae_title_problem(d.ae_title)) is not None:
+        problems.append(f"ae_title: {p}")
+    if not 1 <= d.port <= 65535:
+        problems.append(f"port: expected an integer in 1..65535, found {d.port}")
+    return problems
+
+
+def _cross_checks(config: Config) -> list[str]:
+    problems = []
+    if (p := ae_title_problem(config.node.ae_title)) is not None:
+        problems.append(f"node.ae_title: {p}")
+    for entry in config.security.allowed_calling_aets:
+        if (p := ae_title_problem(entry.split("@", 1)[0])) is not None:
+            problems.append(f"security.allowed_calling_aets: {p}")
+    problems.extend(_tls_problems(config.security))
+    return problems
+
+
+def _tls_problems(sec: SecuritySection) -> list[str]:
+    problems = []
+    if bool(sec.tls_cert) != bool(sec.tls_key):
+        problems.append("security.tls_cert and security.tls_key: set both or neither")
+    if sec.tls_ca and not sec.tls_cert:
+        problems.append("security.tls_ca: needs tls_cert and tls_key (TLS is off without them)")
+    for name in ("tls_cert", "tls_key", "tls_ca"):
+        path = getattr(sec, name)
+        if path and not Path(path).is_file():
+            problems.append(f"security.{name}: no such file {path!r}")
+    return problems

@@ -1,0 +1,78 @@
+"""Log output, configured once by the command line; library modules only call ``get_logger``.
+
+JSON lines when stderr is not a terminal (what a log shipper reads), a readable console
+otherwise. Context such as the association id and the study and series UIDs is bound with
+``structlog.contextvars`` by the code that knows it. No patient name, ID or birth date is ever
+logged: the node never passes them, and ``drop_patient_identity`` removes such keys should a
+future caller try.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+get_logger = structlog.get_logger
+
+PATIENT_IDENTITY_KEYS = frozenset(
+    {
+        "patient_name", "patientname", "patient_id", "patientid", "patient_birth_date",
+        "patientbirthdate", "birth_date", "other_patient_ids", "patient_address",
+    }
+)
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def drop_patient_identity(_logger: Any, _name: str, event: dict) -> dict:
+    """structlog processor: remove keys that would carry a patient's identity."""
+    for key in [k for k in event if k.lower() in PATIENT_IDENTITY_KEYS]:
+        del event[key]
+    return event
+
+
+def _shared_processors() -> list:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_patient_identity,
+    ]
+
+
+def _renderer(fmt: str, stream: TextIO) -> Any:
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    return structlog.processors.JSONRenderer()
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging (pynetdicom, APScheduler) to one
+    stream in one format."""
+    stream = stream or sys.stderr
+    structlog.configure(
+        processors=[*_shared_processors(), structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _renderer(fmt, stream)],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    # Third-party chatter: pynetdicom logs every PDU at debug level, APScheduler every run of
+    # a job at info; keep them to warnings (pynetdicom: info when the operator asks for debug).
+    logging.getLogger("pynetdicom").setLevel(logging.INFO if level == "debug" else logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)

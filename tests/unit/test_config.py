@@ -1,0 +1,137 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from cdss_node.cli import main
+from cdss_node.config import Config, ConfigError, load_config
+from cdss_node.config_default import render_default_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "node.toml"
+    path.write_text(text)
+    return path
+
+
+def test_no_file_gives_the_documented_defaults():
+    config = load_config(None, env={})
+    assert config.node.ae_title == "CDSS_EGFR"
+    assert config.node.port == 11112
+    assert config.node.data_dir == "./var"
+    assert config.security.allowed_calling_aets == []
+    assert config.destinations == ()
+
+
+def test_default_file_parses_to_the_built_in_defaults(tmp_path):
+    text = render_default_config()
+    tomllib.loads(text)  # valid TOML
+    assert load_config(write(tmp_path, text), env={}) == Config()
+
+
+def test_every_key_is_commented_in_the_default_file():
+    lines = render_default_config().splitlines()
+    for i, line in enumerate(lines):
+        if "=" in line and not line.startswith("#"):
+            assert lines[i - 1].startswith("# env: CDSS_"), line
+
+
+def test_file_values_and_destinations(tmp_path):
+    path = write(tmp_path, """
+[node]
+ae_title = "EGFR1"
+port = 104
+[security]
+allowed_calling_aets = ["ORTHANC", "PACS@10.0.0.5"]
+[[destinations]]
+name = "pacs"
+ae_title = "ORTHANC"
+host = "127.0.0.1"
+port = 4242
+""")
+    config = load_config(path, env={})
+    assert (config.node.ae_title, config.node.port) == ("EGFR1", 104)
+    assert config.security.allowed_calling_aets == ["ORTHANC", "PACS@10.0.0.5"]
+    assert config.destinations[0].ae_title == "ORTHANC"
+
+
+def test_environment_overrides_the_file(tmp_path):
+    path = write(tmp_path, "[node]\nport = 104\n")
+    env = {"CDSS_NODE_PORT": "11113", "CDSS_SECURITY_ALLOWED_CALLING_AETS": "A, B",
+           "CDSS_STORE_FSYNC": "true", "CDSS_SERIES_GRACE_S": "1.5"}
+    config = load_config(path, env=env)
+    assert config.node.port == 11113
+    assert config.security.allowed_calling_aets == ["A", "B"]
+    assert config.store.fsync is True
+    assert config.series.grace_s == 1.5
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        Config().node.port = 1  # type: ignore[misc]
+
+
+def test_every_problem_is_reported_once(tmp_path):
+    path = write(tmp_path, """
+[node]
+port = 70000
+prot = 1
+ae_title = "THIS_TITLE_IS_FAR_TOO_LONG"
+[store]
+fsync = "yes"
+[nodes]
+[[destinations]]
+name = "x"
+port = 1
+""")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    problems = err.value.problems
+    assert any(p.startswith("node.port: expected an integer in 1..65535") for p in problems)
+    assert any(p.startswith("node.prot: unknown key") for p in problems)
+    assert any(p.startswith("node.ae_title: expected an AE title") for p in problems)
+    assert any(p.startswith("store.fsync: expected true or false") for p in problems)
+    assert any(p.startswith("nodes: unknown section") for p in problems)
+    assert "destinations[0].ae_title: missing" in problems
+    assert "destinations[0].host: missing" in problems
+    assert len(problems) == 7
+
+
+def test_bad_env_value_is_a_problem():
+    with pytest.raises(ConfigError, match="CDSS_NODE_PORT: expected a number"):
+        load_config(None, env={"CDSS_NODE_PORT": "eleven"})
+
+
+def test_tls_needs_cert_and_key(tmp_path):
+    path = write(tmp_path, '[security]\ntls_cert = "x.pem"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert "security.tls_cert and security.tls_key: set both or neither" in err.value.problems
+    assert "security.tls_cert: no such file 'x.pem'" in err.value.problems
+
+
+def test_check_config_prints_one_line_per_problem(tmp_path, capsys):
+    path = write(tmp_path, "[node]\nport = 0\nhost = 5\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{path}: node.host: expected a string, found 5",
+                   f"{path}: node.port: expected an integer in 1..65535, found 0"]
+
+
+def test_check_config_on_invalid_toml_and_missing_file(tmp_path, capsys):
+    assert main(["check-config", str(write(tmp_path, "[node\n"))]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    assert main(["check-config", str(tmp_path / "absent.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_check_config_ok_and_config_default(tmp_path, capsys):
+    assert main(["config-default"]) == 0
+    text = capsys.readouterr().out
+    assert main(["check-config", str(write(tmp_path, text))]) == 0
+    assert capsys.readouterr().out.strip().endswith(": OK")
+
+
+def test_shipped_example_equals_config_default():
+    example = Path(__file__).resolve().parents[2] / "deploy" / "cdss-node.toml"
+    assert example.read_text() == render_default_config()
