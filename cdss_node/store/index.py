@@ -1,0 +1,290 @@
+"""The SQLite index (WAL): associations, series, instances and jobs.
+
+Every state change happens in one transaction. The index is the node's memory: after a crash,
+``recover`` puts interrupted work back in the queue. One connection serves all threads behind a
+lock; SQLite serialises writers anyway, and a status reader in another process reads the WAL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from cdss_node.store.states import SeriesState, check_transition
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS associations (
+    id INTEGER PRIMARY KEY, calling_aet TEXT NOT NULL, peer TEXT NOT NULL,
+    opened_at REAL NOT NULL, released_at REAL, outcome TEXT);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY, study_uid TEXT NOT NULL, modality TEXT,
+    state TEXT NOT NULL, generation INTEGER NOT NULL DEFAULT 1,
+    first_received REAL NOT NULL, last_received REAL NOT NULL,
+    completed_at REAL, reason TEXT, updated_at REAL NOT NULL, purged_at REAL);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL REFERENCES series(series_uid),
+    sop_class_uid TEXT NOT NULL, transfer_syntax_uid TEXT NOT NULL, path TEXT NOT NULL,
+    size INTEGER NOT NULL, sha256 TEXT NOT NULL, received_at REAL NOT NULL,
+    association_id INTEGER);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS series_associations (
+    series_uid TEXT NOT NULL, association_id INTEGER NOT NULL,
+    PRIMARY KEY (series_uid, association_id));
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, generation INTEGER NOT NULL,
+    state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+    started_at REAL, finished_at REAL, error TEXT);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS series_events (
+    id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, at REAL NOT NULL,
+    from_state TEXT, to_state TEXT NOT NULL, reason TEXT);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One received instance, as the receiver writes it to the spool."""
+
+    sop_instance_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str
+    transfer_syntax_uid: str
+    path: str
+    size: int
+    sha256: str
+    association_id: int | None
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    series_uid: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ReceivingSeries:
+    """A series still receiving, with what the completion rule needs to know."""
+
+    series_uid: str
+    last_received: float
+    open_associations: int
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    associations_closed: int
+    jobs_requeued: int
+    series_requeued: int
+
+
+class Index:
+    def __init__(self, path: Path, fsync: bool = False):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=30.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; rolled back if the block raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # ------------------------------------------------------------ associations
+
+    def open_association(self, calling_aet: str, peer: str) -> int:
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT INTO associations (calling_aet, peer, opened_at) VALUES (?, ?, ?)",
+                (calling_aet, peer, time.time()))
+            return int(cur.lastrowid)
+
+    def close_association(self, association_id: int, outcome: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE associations SET released_at=?, outcome=? WHERE id=? "
+                       "AND released_at IS NULL", (time.time(), outcome, association_id))
+
+    # ------------------------------------------------------------ instances
+
+    def stored_instance(self, sop_instance_uid: str) -> StoredInstance | None:
+        rows = self.query("SELECT series_uid, path, sha256 FROM instances "
+                          "WHERE sop_instance_uid=?", (sop_instance_uid,))
+        return StoredInstance(**dict(rows[0])) if rows else None
+
+    def record_instance(self, rec: InstanceRecord) -> None:
+        """Add or replace an instance and (re)open its series, in one transaction."""
+        now = time.time()
+        with self.transaction() as db:
+            self._touch_series(db, rec, now)
+            db.execute(
+                "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
+                "transfer_syntax_uid, path, size, sha256, received_at, association_id) "
+                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_instance_uid) DO UPDATE SET "
+                "series_uid=excluded.series_uid, sop_class_uid=excluded.sop_class_uid, "
+                "transfer_syntax_uid=excluded.transfer_syntax_uid, path=excluded.path, "
+                "size=excluded.size, sha256=excluded.sha256, received_at=excluded.received_at, "
+                "association_id=excluded.association_id",
+                (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
+                 rec.transfer_syntax_uid, rec.path, rec.size, rec.sha256, now,
+                 rec.association_id))
+            if rec.association_id is not None:
+                db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
+                           (rec.series_uid, rec.association_id))
+
+    def note_association(self, series_uid: str, association_id: int) -> None:
+        """A harmless duplicate still ties its series to the association that sent it."""
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
+                       (series_uid, association_id))
+
+    def _touch_series(self, db: sqlite3.Connection, rec: InstanceRecord, now: float) -> None:
+        row = db.execute("SELECT state FROM series WHERE series_uid=?",
+                         (rec.series_uid,)).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO series (series_uid, study_uid, modality, state, first_received, "
+                "last_received, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (rec.series_uid, rec.study_uid, rec.modality, SeriesState.RECEIVING, now, now,
+                 now))
+            _log_event(db, rec.series_uid, None, SeriesState.RECEIVING, "first instance", now)
+            return
+        db.execute("UPDATE series SET last_received=?, updated_at=? WHERE series_uid=?",
+                   (now, now, rec.series_uid))
+        if row["state"] != SeriesState.RECEIVING:
+            self._reopen(db, rec.series_uid, row["state"], now)
+
+    def _reopen(self, db: sqlite3.Connection, series_uid: str, state: str, now: float) -> None:
+        check_transition(state, SeriesState.RECEIVING)
+        db.execute("UPDATE series SET state=?, generation=generation+1, completed_at=NULL, "
+                   "reason=NULL WHERE series_uid=?", (SeriesState.RECEIVING, series_uid))
+        db.execute("UPDATE jobs SET state='superseded', finished_at=? WHERE series_uid=? "
+                   "AND state IN ('queued', 'running')", (now, series_uid))
+        _log_event(db, series_uid, state, SeriesState.RECEIVING,
+                   "new instance after completion; the result will be superseded", now)
+
+    # ------------------------------------------------------------ completion and jobs
+
+    def receiving_series(self) -> list[ReceivingSeries]:
+        rows = self.query(
+            "SELECT s.series_uid, s.last_received, "
+            "(SELECT COUNT(*) FROM series_associations sa JOIN associations a "
+            " ON a.id = sa.association_id WHERE sa.series_uid = s.series_uid "
+            " AND a.released_at IS NULL) AS open_associations "
+            "FROM series s WHERE s.state = ?", (SeriesState.RECEIVING,))
+        return [ReceivingSeries(**dict(r)) for r in rows]
+
+    def complete_and_queue(self, series_uid: str, last_received: float, why: str) -> bool:
+        """receiving → complete → queued, with a new job; False if the series moved on
+        (an instance arrived since the decision was taken)."""
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE series SET state=?, completed_at=?, updated_at=? WHERE series_uid=? "
+                "AND state=? AND last_received=?",
+                (SeriesState.COMPLETE, now, now, series_uid, SeriesState.RECEIVING,
+                 last_received))
+            if cur.rowcount != 1:
+                return False
+            _log_event(db, series_uid, SeriesState.RECEIVING, SeriesState.COMPLETE, why, now)
+            self._queue(db, series_uid, SeriesState.COMPLETE, now)
+            return True
+
+    def _queue(self, db: sqlite3.Connection, series_uid: str, state: str, now: float) -> None:
+        check_transition(state, SeriesState.QUEUED)
+        generation = db.execute("SELECT generation FROM series WHERE series_uid=?",
+                                (series_uid,)).fetchone()[0]
+        db.execute("INSERT INTO jobs (series_uid, generation, state, created_at) "
+                   "VALUES (?, ?, 'queued', ?)", (series_uid, generation, now))
+        db.execute("UPDATE series SET state=?, updated_at=? WHERE series_uid=?",
+                   (SeriesState.QUEUED, now, series_uid))
+        _log_event(db, series_uid, state, SeriesState.QUEUED, "job queued", now)
+
+    def claim_job(self) -> tuple[int, str, int] | None:
+        """The oldest queued job, now running: (job id, series UID, generation)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT id, series_uid, generation FROM jobs WHERE state='queued' "
+                             "ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE jobs SET state='running', started_at=?, attempts=attempts+1 "
+                       "WHERE id=?", (now, row["id"]))
+            self._set_state(db, row["series_uid"], SeriesState.PROCESSING, "job started", now)
+            return row["id"], row["series_uid"], row["generation"]
+
+    def finish_job(self, job_id: int, state: SeriesState, reason: str | None = None) -> bool:
+        """Record a job's outcome; False if its series was reopened meanwhile (superseded)."""
+        now = time.time()
+        with self.transaction() as db:
+            cur = db.execute("UPDATE jobs SET state=?, finished_at=?, error=? WHERE id=? AND "
+                             "state='running'", (state.value, now, reason, job_id))
+            if cur.rowcount != 1:
+                return False
+            series_uid = db.execute("SELECT series_uid FROM jobs WHERE id=?",
+                                    (job_id,)).fetchone()[0]
+            self._set_state(db, series_uid, state, reason, now)
+            return True
+
+    def _set_state(self, db: sqlite3.Connection, series_uid: str, to: SeriesState,
+                   reason: str | None, now: float) -> None:
+        current = db.execute("SELECT state FROM series WHERE series_uid=?",
+                             (series_uid,)).fetchone()[0]
+        check_transition(current, to)
+        db.execute("UPDATE series SET state=?, reason=?, updated_at=? WHERE series_uid=?",
+                   (to, reason, now, series_uid))
+        _log_event(db, series_uid, current, to, reason, now)
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> RecoveryReport:
+        """After a restart: no association is open any more, running jobs run again, and a
+        series left complete without a job is queued."""
+        now = time.time()
+        with self.transaction() as db:
+            closed = db.execute("UPDATE associations SET released_at=?, outcome='interrupted' "
+                                "WHERE released_at IS NULL", (now,)).rowcount
+            requeued = db.execute("UPDATE jobs SET state='queued', started_at=NULL "
+                                  "WHERE state='running'").rowcount
+            for (uid,) in db.execute("SELECT series_uid FROM series WHERE state=?",
+                                     (SeriesState.PROCESSING,)).fetchall():
+                self._set_state(db, uid, SeriesState.QUEUED, "requeued after restart", now)
+            stranded = db.execute("SELECT series_uid FROM series WHERE state=?",
+                                  (SeriesState.COMPLETE,)).fetchall()
+            for (uid,) in stranded:
+                self._queue(db, uid, SeriesState.COMPLETE, now)
+        return RecoveryReport(closed, requeued, len(stranded))
+
+
+def _log_event(db: sqlite3.Connection, series_uid: str, from_state: str | None, to_state: str,
+               reason: str | None, now: float) -> None:
+    db.execute("INSERT INTO series_events (series_uid, at, from_state, to_state, reason) "
+               "VALUES (?,?,?,?,?)", (series_uid, now, from_state, to_state, reason))

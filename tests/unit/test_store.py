@@ -1,0 +1,152 @@
+import time
+
+import pytest
+
+from cdss_node.series import CompletionRule, SeriesTracker
+from cdss_node.store.index import Index, InstanceRecord
+from cdss_node.store.retention import purge_finished_series
+from cdss_node.store.spool import Spool
+from cdss_node.store.states import SeriesState, TransitionError, check_transition
+from cdss_node.store.status import series_status
+
+
+@pytest.fixture
+def index(tmp_path):
+    idx = Index(tmp_path / "index.sqlite3")
+    yield idx
+    idx.close()
+
+
+def record(index, sop="1.2.3.1", series="1.2.3", association=None, sha="a"):
+    index.record_instance(InstanceRecord(
+        sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.2", study_uid="1.2",
+        series_uid=series, modality="CT", transfer_syntax_uid="1.2.840.10008.1.2.1",
+        path=f"1.2/{series}/{sop}.dcm", size=10, sha256=sha, association_id=association))
+
+
+def state(index, series="1.2.3"):
+    return index.query("SELECT state FROM series WHERE series_uid=?", (series,))[0][0]
+
+
+def test_index_uses_wal(index):
+    assert index.query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def test_instances_open_a_receiving_series_and_are_counted(index):
+    record(index, "1.2.3.1")
+    record(index, "1.2.3.2")
+    record(index, "1.2.3.2")  # the same instance again replaces, does not add
+    [status] = series_status(index)
+    assert (status.state, status.instances, status.modality) == ("receiving", 2, "CT")
+
+
+def test_completion_needs_released_association_and_grace(index):
+    association = index.open_association("PACS", "127.0.0.1:5000")
+    record(index, association=association)
+    tracker = SeriesTracker(index, CompletionRule(grace_s=2.0, quiet_s=30.0))
+    now = time.time()
+    assert tracker.check(now + 5) == []  # association still open, quiet period not reached
+    index.close_association(association, "released")
+    assert tracker.check(now + 1) == []  # grace not yet over
+    assert tracker.check(now + 2.5) == ["1.2.3"]
+    assert state(index) == "queued"
+    assert index.query("SELECT state, generation FROM jobs")[0][:] == ("queued", 1)
+
+
+def test_quiet_period_completes_a_series_whose_association_stays_open(index):
+    index.open_association("PACS", "127.0.0.1:5000")
+    record(index, association=1)
+    tracker = SeriesTracker(index, CompletionRule(grace_s=2.0, quiet_s=30.0))
+    assert tracker.check(time.time() + 31) == ["1.2.3"]
+
+
+def test_instance_after_completion_reopens_and_supersedes_the_job(index):
+    record(index)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    record(index, "1.2.3.9")
+    assert state(index) == "receiving"
+    assert index.query("SELECT state FROM jobs")[0][0] == "superseded"
+    assert index.query("SELECT generation FROM series")[0][0] == 2
+    events = [r[0] for r in index.query("SELECT to_state FROM series_events ORDER BY id")]
+    assert events == ["receiving", "complete", "queued", "receiving"]
+
+
+def test_completion_is_refused_when_an_instance_arrived_since_the_decision(index):
+    record(index)
+    [series] = index.receiving_series()
+    record(index, "1.2.3.5")
+    assert not index.complete_and_queue(series.series_uid, series.last_received - 1, "test")
+    assert state(index) == "receiving"
+
+
+def test_recovery_requeues_running_jobs_and_closes_associations(index):
+    association = index.open_association("PACS", "peer")
+    record(index, association=association)
+    index.close_association(association, "released")
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, series_uid, generation = index.claim_job()
+    assert state(index) == "processing"
+    index.open_association("OTHER", "peer")
+    report = index.recover()
+    assert (report.associations_closed, report.jobs_requeued) == (1, 1)
+    assert state(index) == "queued"
+    assert index.claim_job()[0] == job_id
+    assert index.finish_job(job_id, SeriesState.DONE)
+    assert state(index) == "done"
+
+
+def test_finish_of_a_superseded_job_is_refused(index):
+    record(index)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, _, _ = index.claim_job()
+    record(index, "1.2.3.7")  # series reopened while processing
+    assert not index.finish_job(job_id, SeriesState.DONE)
+    assert state(index) == "receiving"
+
+
+def test_state_machine_rejects_jumps():
+    check_transition("receiving", "complete")
+    with pytest.raises(TransitionError):
+        check_transition("receiving", "done")
+    with pytest.raises(TransitionError):
+        check_transition("done", "queued")
+
+
+def test_completion_rule_validates_itself():
+    with pytest.raises(ValueError, match="grace_s"):
+        CompletionRule(grace_s=-1)
+
+
+def test_spool_refuses_uids_that_are_paths(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    assert spool.instance_path("1.2", "1.2.3", "1.2.3.4").is_relative_to(spool.root)
+    for bad in ("../1", "1.2/../../x", "1.02", "", "1." * 40, "/etc/passwd"):
+        with pytest.raises(ValueError):
+            spool.instance_path("1.2", bad, "1.2.3.4")
+
+
+def test_spool_atomic_write_and_cleanup(tmp_path):
+    spool = Spool(tmp_path / "spool", fsync=True)
+    path = spool.instance_path("1.2", "1.2.3", "1.2.3.4")
+    spool.write_atomic(path, b"abc")
+    assert path.read_bytes() == b"abc"
+    (spool.tmp / "left.part").write_bytes(b"x")
+    assert spool.clean_tmp() == 1
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_retention_purges_only_old_finished_series(tmp_path, index):
+    spool = Spool(tmp_path / "spool")
+    for series in ("1.2.3", "1.2.4"):
+        path = spool.instance_path("1.2", series, series + ".1")
+        spool.write_atomic(path, b"x")
+        record(index, series + ".1", series)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, series_uid, _ = index.claim_job()
+    index.finish_job(job_id, SeriesState.DONE)
+    assert purge_finished_series(index, spool, 30) == []  # too recent
+    purged = purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400)
+    assert purged == [series_uid]
+    assert not (spool.root / "1.2" / series_uid).exists()
+    other = "1.2.4" if series_uid == "1.2.3" else "1.2.3"
+    assert (spool.root / "1.2" / other).exists()  # queued, not finished: kept
