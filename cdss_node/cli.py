@@ -1,0 +1,137 @@
+"""``cdss-node``: run the node, look at its state, check its configuration, show a demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cdss_node.config import Config, ConfigError, load_config
+from cdss_node.config_default import render_default_config
+from cdss_node.logs import configure_logging, get_logger
+
+log = get_logger(__name__)
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        source = getattr(args, "file", None) or args.config or "config"
+        for problem in exc.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdss-node", description=__doc__)
+    parser.add_argument("--config", default=os.environ.get("CDSS_CONFIG"),
+                        help="TOML configuration file (default: $CDSS_CONFIG, else built-in)")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    _command(sub, "serve", cmd_serve, "run the node until stopped (SIGTERM, Ctrl-C)")
+    status = _command(sub, "status", cmd_status, "series, states, instance counts, reasons")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--limit", type=int, default=50, help="most recent series shown")
+    check = _command(sub, "check-config", cmd_check_config, "list every problem of a file")
+    check.add_argument("file", type=Path)
+    _command(sub, "config-default", cmd_config_default, "print the complete default file")
+    demo = _command(sub, "demo", cmd_demo, "start the node, send the sample series, show it")
+    demo.add_argument("--series", type=Path, default=Path("sample_dicom/series"),
+                      help="folder of DICOM files to send (default: sample_dicom/series)")
+    return parser
+
+
+def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    return config
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    load_config(args.file)  # raises ConfigError, printed by main()
+    print(f"{args.file}: OK")
+    return 0
+
+
+def cmd_config_default(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_default_config())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from cdss_node.node import Node
+
+    config = _config(args)
+    node = Node(config)
+    try:
+        node.start()
+    except OSError as exc:
+        print(f"cdss-node: cannot listen on {config.node.host}:{config.node.port}: {exc}",
+              file=sys.stderr)
+        return EXIT_RUNTIME
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    node.stop()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from cdss_node.node import INDEX_FILE
+    from cdss_node.store.index import Index
+    from cdss_node.store.status import series_status, state_counts
+
+    config = load_config(args.config)
+    index_path = config.data_path / INDEX_FILE
+    if not index_path.is_file():
+        print(f"cdss-node: no index at {index_path} (has the node run with this data_dir?)",
+              file=sys.stderr)
+        return EXIT_RUNTIME
+    index = Index(index_path)
+    rows, counts = series_status(index, args.limit), state_counts(index)
+    index.close()
+    if args.json:
+        print(json.dumps({"states": counts, "series": [r.as_dict() for r in rows]}, indent=2))
+    else:
+        print(format_status(index_path, counts, rows))
+    return 0
+
+
+def format_status(index_path: Path, counts: dict[str, int], rows: list) -> str:
+    summary = ", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none yet"
+    lines = [f"index: {index_path}", f"series by state: {summary}"]
+    if rows:
+        lines.append(f"{'STATE':<14}{'INSTANCES':>9}  {'MOD':<4}{'LAST RECEIVED (UTC)':<21}"
+                     f"SERIES INSTANCE UID / REASON")
+    for r in rows:
+        when = datetime.fromtimestamp(r.last_received, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        lines.append(f"{r.state:<14}{r.instances:>9}  {(r.modality or '-'):<4}{when:<21}"
+                     f"{r.series_uid}")
+        if r.reason:
+            lines.append(f"{'':<49}{r.reason}")
+    return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cdss_node.demo import run_demo
+
+    return run_demo(_config(args), args.series)

@@ -1,0 +1,217 @@
+"""The node's front door: a pynetdicom AE that answers C-ECHO and C-STORE.
+
+A C-STORE handler checks the dataset (never decoding pixel data), writes the encoded dataset to
+the spool (temporary file + rename), records one index row and answers a status that means
+something. Handlers never raise: every outcome is a status code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
+from structlog.contextvars import bound_contextvars
+
+from cdss_node.config import Config
+from cdss_node.dicom import checks
+from cdss_node.dicom.checks import StoreProblem
+from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from cdss_node.logs import get_logger
+from cdss_node.store.index import Index, InstanceRecord
+from cdss_node.store.spool import Spool
+
+log = get_logger(__name__)
+
+# A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized
+_REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+
+
+@dataclass
+class AssociationTally:
+    """What one association did; logged when it ends."""
+
+    association_id: int
+    calling_aet: str
+    stored: int = 0
+    duplicates: int = 0
+    refused: dict[str, int] = field(default_factory=dict)
+
+
+class Receiver:
+    """Owns the AE and the listening server; ``on_association_end`` is told of each release."""
+
+    def __init__(self, config: Config, index: Index, spool: Spool,
+                 on_association_end: Callable[[], None] = lambda: None):
+        self.config = config
+        self.index = index
+        self.spool = spool
+        self.on_association_end = on_association_end
+        self._reserve_bytes = config.store.reserve_mb * 1024 * 1024
+        self._server = None
+
+    # ------------------------------------------------------------ life cycle
+
+    def start(self) -> None:
+        ae = self._make_ae()
+        node = self.config.node
+        self._server = ae.start_server(
+            (node.host, node.port), block=False, evt_handlers=self._handlers(),
+            ssl_context=self._ssl_context())
+        log.info("receiver_listening", ae_title=node.ae_title, host=node.host, port=node.port,
+                 tls=self.config.tls_enabled)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+            log.info("receiver_stopped")
+
+    def _make_ae(self) -> AE:
+        node = self.config.node
+        ae = AE(ae_title=node.ae_title)
+        ae.maximum_pdu_size = node.max_pdu_bytes
+        ae.maximum_associations = node.max_associations
+        ae.network_timeout = node.network_timeout_s
+        ae.dimse_timeout = node.network_timeout_s
+        ae.add_supported_context(Verification)
+        for sop_class in STORAGE_SOP_CLASSES:
+            ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        return ae
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        sec = self.config.security
+        if not sec.tls_cert:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(sec.tls_cert, sec.tls_key)
+        if sec.tls_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(sec.tls_ca)
+        return ctx
+
+    def _handlers(self) -> list:
+        return [
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_RELEASED, self._on_ended, ["released"]),
+            (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
+            (evt.EVT_CONN_CLOSE, self._on_ended, ["closed"]),
+            (evt.EVT_C_ECHO, lambda event: checks.SUCCESS),
+            (evt.EVT_C_STORE, self._on_store),
+        ]
+
+    # ------------------------------------------------------------ associations
+
+    def calling_ae_allowed(self, calling_aet: str, host: str) -> bool:
+        allowed = self.config.security.allowed_calling_aets
+        if not allowed:
+            return True
+        for entry in allowed:
+            aet, _, only_host = entry.partition("@")
+            if aet.strip() == calling_aet.strip() and (not only_host or only_host == host):
+                return True
+        return False
+
+    def _on_requested(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.primitive.calling_ae_title
+        host = event.assoc.requestor.address
+        if not self.calling_ae_allowed(calling, host):
+            log.warning("association_rejected", calling_aet=calling, peer=host,
+                        reason="calling AE title not allowed")
+            event.assoc.acse.send_reject(*_REJECT_CALLING_AE)
+            event.assoc.kill()
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        calling = event.assoc.requestor.ae_title
+        peer = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        association_id = self.index.open_association(calling, peer)
+        event.assoc.cdss_tally = AssociationTally(association_id, calling)
+        log.info("association_accepted", association_id=association_id, calling_aet=calling,
+                 peer=peer)
+
+    def _on_ended(self, event: evt.Event, outcome: str) -> None:
+        tally: AssociationTally | None = getattr(event.assoc, "cdss_tally", None)
+        if tally is None or getattr(event.assoc, "cdss_ended", False):
+            return
+        event.assoc.cdss_ended = True
+        self.index.close_association(tally.association_id, outcome)
+        log.info("association_ended", association_id=tally.association_id, outcome=outcome,
+                 calling_aet=tally.calling_aet, stored=tally.stored,
+                 duplicates=tally.duplicates, refused=tally.refused)
+        self.on_association_end()
+
+    # ------------------------------------------------------------ C-STORE
+
+    def _on_store(self, event: evt.Event) -> int | Dataset:
+        tally: AssociationTally = event.assoc.cdss_tally
+        with bound_contextvars(association_id=tally.association_id):
+            try:
+                outcome = self._store(event, tally)
+            except OSError as exc:  # disk full, permissions: out of resources
+                log.error("store_failed", error=str(exc))
+                outcome = StoreProblem(checks.OUT_OF_RESOURCES, f"cannot write: {exc.strerror}")
+            except Exception as exc:  # never let an exception escape a handler
+                log.exception("store_failed")
+                outcome = StoreProblem(checks.PROCESSING_FAILURE, type(exc).__name__)
+        if isinstance(outcome, StoreProblem):
+            tally.refused[hex(outcome.status)] = tally.refused.get(hex(outcome.status), 0) + 1
+            return _status(outcome)
+        return checks.SUCCESS
+
+    def _store(self, event: evt.Event, tally: AssociationTally) -> StoreProblem | None:
+        raw = event.request.DataSet.getvalue()
+        if self.spool.free_bytes() - len(raw) < self._reserve_bytes:
+            log.warning("store_refused_disk_reserve", reserve_mb=self.config.store.reserve_mb)
+            return StoreProblem(checks.OUT_OF_RESOURCES, "disk below the configured reserve")
+        ts = UID(event.context.transfer_syntax)
+        ds = checks.parse_dataset(raw, ts)
+        if isinstance(ds, StoreProblem):
+            return self._refused(ds, event)
+        problem = (checks.sop_problem(ds, event.context.abstract_syntax,
+                                      event.request.AffectedSOPInstanceUID)
+                   or checks.image_problem(ds, ts))
+        if problem:
+            return self._refused(problem, event)
+        with bound_contextvars(study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID):
+            return self._write(event, ds, tally)
+
+    def _refused(self, problem: StoreProblem, event: evt.Event) -> StoreProblem:
+        log.warning("store_refused", status=hex(problem.status), reason=problem.comment,
+                    sop_class=event.context.abstract_syntax)
+        return problem
+
+    def _write(self, event: evt.Event, ds: Dataset, tally: AssociationTally) -> None:
+        encoded = event.encoded_dataset()
+        sha = hashlib.sha256(encoded).hexdigest()
+        sop_uid = ds.SOPInstanceUID
+        path = self.spool.instance_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, sop_uid)
+        known = self.index.stored_instance(sop_uid)
+        if known and known.sha256 == sha and known.series_uid == ds.SeriesInstanceUID \
+                and path.is_file():
+            self.index.note_association(known.series_uid, tally.association_id)
+            tally.duplicates += 1
+            log.debug("instance_duplicate", sop_instance_uid=sop_uid)
+            return None
+        self.spool.write_atomic(path, encoded)
+        self.index.record_instance(InstanceRecord(
+            sop_instance_uid=sop_uid, sop_class_uid=ds.SOPClassUID,
+            study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID,
+            modality=str(ds.get("Modality", "")), transfer_syntax_uid=event.context.transfer_syntax,
+            path=str(path.relative_to(self.spool.root)), size=len(encoded), sha256=sha,
+            association_id=tally.association_id))
+        tally.stored += 1
+        log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
+        return None
+
+
+def _status(problem: StoreProblem) -> Dataset:
+    status = Dataset()
+    status.Status = problem.status
+    status.ErrorComment = problem.comment
+    return status

@@ -1,0 +1,80 @@
+"""C-STORE SCU: send DICOM files to a peer and report every returned status.
+
+Files are sent as they are on disk (pynetdicom reads the encoded dataset, no re-encoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pynetdicom import AE, _config
+
+from cdss_node.logs import get_logger
+
+log = get_logger(__name__)
+
+# Send a file's encoded dataset straight from disk, in chunks: no decoding, no re-encoding.
+_config.STORE_SEND_CHUNKED_DATASET = True
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    path: Path
+    status: int | None  # None: never answered (association lost, no context)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 0x0000
+
+
+class AssociationFailed(RuntimeError):
+    pass
+
+
+def dicom_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` with a DICOM preamble, sorted by name."""
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and _has_preamble(p))
+
+
+def _has_preamble(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(128)
+        return fh.read(4) == b"DICM"
+
+
+def store_files(paths: list[Path], ae_title: str, host: str, port: int,
+                calling_aet: str = "CDSS_SCU") -> list[StoreResult]:
+    """One association for all ``paths``; raises AssociationFailed if none can be made."""
+    ae = AE(ae_title=calling_aet)
+    for sop_class, syntax in sorted(_contexts(paths)):
+        ae.add_requested_context(sop_class, syntax)
+    assoc = ae.associate(host, port, ae_title=ae_title)
+    if not assoc.is_established:
+        raise AssociationFailed(f"no association with {ae_title}@{host}:{port}")
+    try:
+        return [_send_one(assoc, path) for path in paths]
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def _contexts(paths: list[Path]) -> set[tuple[str, str]]:
+    contexts = set()
+    for path in paths:
+        meta = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"]).file_meta
+        contexts.add((meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID))
+    return contexts
+
+
+def _send_one(assoc, path: Path) -> StoreResult:
+    if not assoc.is_established:
+        return StoreResult(path, None)
+    status = assoc.send_c_store(path)
+    code = int(status.Status) if "Status" in status else None
+    if code != 0x0000:
+        log.warning("store_not_successful", file=path.name,
+                    status=None if code is None else hex(code),
+                    comment=str(status.get("ErrorComment", "")))
+    return StoreResult(path, code)

@@ -1,0 +1,76 @@
+"""The running node: index, spool, receiver and the periodic work, started and stopped together."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from cdss_node.config import Config
+from cdss_node.dicom.receiver import Receiver
+from cdss_node.logs import get_logger
+from cdss_node.series import CompletionRule, SeriesTracker
+from cdss_node.store.index import Index
+from cdss_node.store.retention import purge_finished_series
+from cdss_node.store.spool import Spool
+
+log = get_logger(__name__)
+
+INDEX_FILE = "index.sqlite3"
+SPOOL_DIR = "spool"
+RETENTION_EVERY_S = 3600
+
+
+class Node:
+    def __init__(self, config: Config):
+        self.config = config
+        data = config.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.index = Index(data / INDEX_FILE, fsync=config.store.fsync)
+        self.spool = Spool(data / SPOOL_DIR, fsync=config.store.fsync)
+        rule = CompletionRule(config.series.grace_s, config.series.quiet_s)
+        self.tracker = SeriesTracker(self.index, rule)
+        self.receiver = Receiver(config, self.index, self.spool, self._after_association)
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+
+    def start(self) -> None:
+        report = self.index.recover()
+        partial = self.spool.clean_tmp()
+        log.info("node_recovered", associations_closed=report.associations_closed,
+                 jobs_requeued=report.jobs_requeued, series_requeued=report.series_requeued,
+                 partial_files_removed=partial)
+        self._schedule_periodic()
+        self.scheduler.start()
+        self.receiver.start()
+
+    def stop(self) -> None:
+        self.receiver.stop()
+        self.scheduler.shutdown(wait=True)
+        self.index.close()
+        log.info("node_stopped")
+
+    def _schedule_periodic(self) -> None:
+        series = self.config.series
+        self.scheduler.add_job(self.tracker.check, "interval", seconds=series.check_interval_s,
+                               id="completion", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._retention, "interval", seconds=RETENTION_EVERY_S,
+                               id="retention", max_instances=1, coalesce=True,
+                               next_run_time=datetime.now(timezone.utc) + timedelta(seconds=5))
+
+    def _after_association(self) -> None:
+        """Check completion as soon as the grace period after a release has passed."""
+        when = datetime.now(timezone.utc) + timedelta(seconds=self.config.series.grace_s + 0.05)
+        self.scheduler.add_job(self.tracker.check, "date", run_date=when)
+
+    def _retention(self) -> None:
+        purge_finished_series(self.index, self.spool, self.config.store.retention_days)
+
+    def wait_until_settled(self, timeout_s: float) -> bool:
+        """Wait until no series is receiving (used by the demo and tests)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.index.receiving_series():
+                return True
+            time.sleep(0.1)
+        return False

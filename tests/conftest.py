@@ -1,0 +1,80 @@
+"""Shared fixtures: free ports, a node in this process, external tools, small CT series."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from cdss_node.config import Config, NodeSection, SeriesSection, StoreSection
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_tool(name: str) -> str:
+    """Path of an external tool; skip without it, or fail when CDSS_REQUIRE_TOOLS=1 (CI)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian: dcmtk / dicom3tools)"
+    if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def node_config(data_dir: Path, **series) -> Config:
+    """A config for a node on 127.0.0.1, a free port, short completion times, no disk reserve."""
+    return Config(
+        node=NodeSection(host="127.0.0.1", port=free_port(), data_dir=str(data_dir)),
+        store=StoreSection(reserve_mb=0),
+        series=replace(SeriesSection(grace_s=0.3, quiet_s=30.0, check_interval_s=0.1), **series),
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return node_config(tmp_path / "var")
+
+
+@pytest.fixture
+def node(config: Config):
+    from cdss_node.node import Node
+
+    running = Node(config)
+    running.start()
+    yield running
+    running.stop()
+
+
+@dataclass(frozen=True)
+class SeriesOnDisk:
+    folder: Path
+    files: list[Path]
+
+
+def write_series(folder: Path, rows: int = 96, slices: int = 12, seed: int = 0,
+                 **patient) -> SeriesOnDisk:
+    from cdss_node.dicom.ct_series import PatientFacts, write_ct_series
+    from cdss_node.synthetic.phantom import PhantomSpec, make_chest_phantom
+
+    spec = PhantomSpec(rows=rows, columns=rows, slices=slices, pixel_spacing_mm=340 / rows * 1.1,
+                       slice_spacing_mm=5.0, seed=seed)
+    files = write_ct_series(make_chest_phantom(spec), folder, PatientFacts(**patient),
+                            uid_seed=f"test-{rows}-{slices}-{seed}")
+    return SeriesOnDisk(folder, files)
+
+
+@pytest.fixture(scope="session")
+def small_series(tmp_path_factory) -> SeriesOnDisk:
+    """A 96 x 96 x 12 synthetic chest CT (read-only: copy before changing files)."""
+    return write_series(tmp_path_factory.mktemp("small_series"))

@@ -1,0 +1,61 @@
+"""The node as users run it: ``cdss-node serve`` in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def write_config(path: Path, data_dir: Path, port: int, **extra: str) -> Path:
+    lines = ["[node]", f'data_dir = "{data_dir}"', f"port = {port}", 'host = "127.0.0.1"',
+             "[store]", "reserve_mb = 0", "[series]", "grace_s = 0.3", "check_interval_s = 0.1",
+             "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
+
+
+class NodeProcess:
+    """``python -m cdss_node --config FILE serve``, its log in a file."""
+
+    def __init__(self, config_file: Path, port: int, log_file: Path):
+        self.config_file, self.port, self.log_file = config_file, port, log_file
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "NodeProcess":
+        log = open(self.log_file, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cdss_node", "--config", str(self.config_file), "serve"],
+            stdout=log, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_for_port(self.port)
+        return self
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(30)
+        return self.proc.returncode if self.proc else 0
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cdss_node", "--config", str(self.config_file), *args],
+            capture_output=True, text=True, timeout=60)

@@ -1,0 +1,169 @@
+"""The receiver over real sockets, with dcmtk's storescu and echoscu as the PACS."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless
+
+from cdss_node.config import SecuritySection, StoreSection
+from cdss_node.node import Node
+from cdss_node.store.status import series_status
+from tests.conftest import node_config, require_tool
+from tests.integration.dcmtk import echoscu, store_responses, storescu
+
+pytestmark = pytest.mark.integration
+
+
+def instances(node: Node) -> int:
+    return node.index.query("SELECT COUNT(*) FROM instances")[0][0]
+
+
+def only_series(node: Node):
+    [status] = series_status(node.index)
+    return status
+
+
+def stored_dataset(node: Node, sop_uid: str) -> pydicom.Dataset:
+    [row] = node.index.query("SELECT path FROM instances WHERE sop_instance_uid=?", (sop_uid,))
+    return pydicom.dcmread(node.spool.root / row[0])
+
+
+def test_echo(node):
+    result = echoscu(node.config.node.port)
+    assert result.returncode == 0, result.stderr
+    assert "Received Echo Response (Success)" in result.stdout + result.stderr
+
+
+def test_whole_series_is_stored_as_sent_and_completed(node, small_series):
+    result = storescu(node.config.node.port, small_series.folder)
+    assert store_responses(result) == ["(Success)"] * len(small_series.files), result.stderr
+    assert node.wait_until_settled(10)
+    status = only_series(node)
+    assert (status.state, status.instances) == ("queued", len(small_series.files))
+    for path in small_series.files:
+        sent = pydicom.dcmread(path)
+        assert stored_dataset(node, sent.SOPInstanceUID) == sent  # every element, pixels too
+
+
+@pytest.mark.parametrize("tool, options, propose, syntax", [
+    ("dcmcjpeg", ["+e1"], "-xs", "1.2.840.10008.1.2.4.70"),   # JPEG lossless SV1
+    ("dcmcjpls", ["+el"], "-xt", "1.2.840.10008.1.2.4.80"),   # JPEG-LS lossless
+    ("dcmcrle", [], "-xr", "1.2.840.10008.1.2.5"),            # RLE lossless
+    (None, [], "-xv", JPEG2000Lossless),                      # JPEG 2000 lossless (openjpeg)
+])
+def test_compressed_syntaxes_are_stored_as_received_and_decodable(
+        node, small_series, tmp_path, tool, options, propose, syntax):
+    source = small_series.files[len(small_series.files) // 2]
+    compressed = tmp_path / "compressed.dcm"
+    if tool:
+        subprocess.run([require_tool(tool), *options, str(source), str(compressed)], check=True)
+    else:
+        ds = pydicom.dcmread(source)
+        ds.compress(JPEG2000Lossless, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+        ds.save_as(compressed, enforce_file_format=True)
+    result = storescu(node.config.node.port, compressed, extra=(propose,))
+    assert store_responses(result) == ["(Success)"], result.stdout + result.stderr
+    original = pydicom.dcmread(source)
+    stored = stored_dataset(node, original.SOPInstanceUID)
+    assert stored.file_meta.TransferSyntaxUID == syntax
+    assert stored.PixelData == pydicom.dcmread(compressed).PixelData  # bytes as received
+    np.testing.assert_array_equal(stored.pixel_array, original.pixel_array)
+
+
+def test_unknown_calling_ae_is_rejected(tmp_path, small_series):
+    config = node_config(tmp_path / "var")
+    config = replace(config, security=SecuritySection(
+        allowed_calling_aets=["PACS", "ORTHANC@127.0.0.1", "OTHER@10.9.9.9"]))
+    node = Node(config)
+    node.start()
+    try:
+        port, one = config.node.port, small_series.files[0]
+        refused = storescu(port, one, aet="INTRUDER")
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stdout + refused.stderr
+        assert store_responses(storescu(port, one, aet="OTHER")) == []  # wrong host
+        assert instances(node) == 0
+        assert store_responses(storescu(port, one, aet="PACS")) == ["(Success)"]
+        assert store_responses(storescu(port, one, aet="ORTHANC")) == ["(Success)"]
+    finally:
+        node.stop()
+
+
+def test_non_ct_sop_class_is_refused_at_negotiation(node, small_series, tmp_path):
+    ds = pydicom.dcmread(small_series.files[0])
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR
+    ds.Modality = "MR"
+    ds.save_as(tmp_path / "mr.dcm")
+    result = storescu(node.config.node.port, tmp_path / "mr.dcm")
+    assert store_responses(result) == []
+    assert "no presentation context" in (result.stdout + result.stderr).lower()
+    assert instances(node) == 0
+
+
+def test_truncated_file_gets_cannot_understand(node, small_series, tmp_path):
+    """storescu itself refuses to read a truncated file, so a raw sender plays the broken PACS."""
+    from cdss_node.dicom.sender import store_files
+
+    data = small_series.files[0].read_bytes()
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(data[: len(data) - 5000])
+    dcmtk = storescu(node.config.node.port, truncated)
+    assert "(Success)" not in store_responses(dcmtk)
+    [result] = store_files([truncated], "CDSS_EGFR", "127.0.0.1", node.config.node.port)
+    assert result.status == 0xC000
+    assert instances(node) == 0
+
+
+def test_uid_that_tries_to_escape_the_spool_is_refused(node, small_series, tmp_path):
+    ds = pydicom.dcmread(small_series.files[0])
+    ds.SeriesInstanceUID = "../../../../escape"
+    ds.save_as(tmp_path / "attack.dcm")
+    result = storescu(node.config.node.port, tmp_path / "attack.dcm")
+    assert store_responses(result) == ["(Error: DataSetDoesNotMatchSOPClass)"]  # 0xA900
+    data_dir = Path(node.config.node.data_dir).resolve()
+    assert not list(data_dir.parent.rglob("escape*"))
+    assert instances(node) == 0
+
+
+def test_harmless_duplicate_is_success_and_changes_nothing(node, small_series):
+    port = node.config.node.port
+    storescu(port, small_series.folder)
+    assert node.wait_until_settled(10)
+    before = only_series(node)
+    again = storescu(port, small_series.files[0])
+    assert store_responses(again) == ["(Success)"]
+    assert node.wait_until_settled(10)
+    after = only_series(node)
+    assert (after.state, after.instances, after.generation) == ("queued", before.instances, 1)
+
+
+def test_changed_instance_after_completion_reopens_the_series(node, small_series, tmp_path):
+    port = node.config.node.port
+    storescu(port, small_series.folder)
+    assert node.wait_until_settled(10)
+    ds = pydicom.dcmread(small_series.files[0])
+    ds.SeriesDescription = "CORRECTED"
+    ds.save_as(tmp_path / "corrected.dcm")
+    assert store_responses(storescu(port, tmp_path / "corrected.dcm")) == ["(Success)"]
+    assert node.wait_until_settled(10)
+    status = only_series(node)
+    assert (status.state, status.generation) == ("queued", 2)
+    assert stored_dataset(node, ds.SOPInstanceUID).SeriesDescription == "CORRECTED"
+
+
+def test_disk_below_reserve_gets_out_of_resources(tmp_path, small_series):
+    config = replace(node_config(tmp_path / "var"), store=StoreSection(reserve_mb=10**9))
+    node = Node(config)
+    node.start()
+    try:
+        result = storescu(config.node.port, small_series.files[0])
+        assert store_responses(result) == ["(Refused: OutOfResources)"]  # 0xA700
+        assert instances(node) == 0
+    finally:
+        node.stop()
