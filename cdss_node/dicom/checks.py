@@ -26,6 +26,7 @@ _SEQUENCE_DELIMITER = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00",
                        False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
+_DEFER_BYTES = 4096  # larger values (pixel data) are measured, not read
 _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
 _REQUIRED_IMAGE = ("Rows", "Columns", "BitsAllocated")
 
@@ -43,7 +44,8 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> Dataset | StoreProblem:
     """The dataset with values left unconverted, or the problem that stops parsing it."""
     little = transfer_syntax.is_little_endian
     try:
-        ds = read_dataset(BytesIO(raw), transfer_syntax.is_implicit_VR, little)
+        ds = read_dataset(BytesIO(raw), transfer_syntax.is_implicit_VR, little,
+                          defer_size=_DEFER_BYTES)
     except Exception as exc:  # pydicom raises many types on garbage; all mean the same here
         return StoreProblem(CANNOT_UNDERSTAND, f"cannot parse dataset: {type(exc).__name__}")
     if len(ds) == 0:
@@ -53,7 +55,7 @@ def parse_dataset(raw: bytes, transfer_syntax: UID) -> Dataset | StoreProblem:
 
 def _truncation_problem(ds: Dataset, raw: bytes, little_endian: bool) -> StoreProblem | None:
     """pydicom silently drops a cut-off last element: check the last one ends the stream."""
-    last = ds.get_item(max(ds.keys()))
+    last = ds.get_item(max(ds.keys()), keep_deferred=True)
     length = getattr(last, "length", None)
     tell = getattr(last, "value_tell", None)
     if length is None or tell is None:
@@ -90,7 +92,7 @@ def image_problem(ds: Dataset, transfer_syntax: UID) -> StoreProblem | None:
     if transfer_syntax.is_encapsulated:
         return None
     expected = _native_pixel_bytes(ds)
-    found = ds.get_item(_PIXEL_DATA).length
+    found = ds.get_item(_PIXEL_DATA, keep_deferred=True).length
     if expected is None or found < expected:
         return StoreProblem(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             f"Pixel Data has {found} bytes, expected {expected}")

@@ -7,9 +7,9 @@ something. Handlers never raise: every outcome is a status code.
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from pydicom.dataset import Dataset
@@ -19,8 +19,9 @@ from pynetdicom.sop_class import Verification
 from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
-from cdss_node.dicom import checks
+from cdss_node.dicom import checks, transport
 from cdss_node.dicom.checks import StoreProblem
+from cdss_node.dicom.file_meta import file_meta
 from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
 from cdss_node.store.index import Index, InstanceRecord
@@ -54,6 +55,7 @@ class Receiver:
         self.on_association_end = on_association_end
         self._reserve_bytes = config.store.reserve_mb * 1024 * 1024
         self._server = None
+        transport.apply(verbose_pynetdicom_logs=config.logging.level == "debug")
 
     # ------------------------------------------------------------ life cycle
 
@@ -97,6 +99,7 @@ class Receiver:
 
     def _handlers(self) -> list:
         return [
+            (evt.EVT_CONN_OPEN, transport.tune_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
@@ -179,35 +182,44 @@ class Receiver:
         if problem:
             return self._refused(problem, event)
         with bound_contextvars(study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID):
-            return self._write(event, ds, tally)
+            return self._write(event, raw, ds, tally)
 
     def _refused(self, problem: StoreProblem, event: evt.Event) -> StoreProblem:
         log.warning("store_refused", status=hex(problem.status), reason=problem.comment,
                     sop_class=event.context.abstract_syntax)
         return problem
 
-    def _write(self, event: evt.Event, ds: Dataset, tally: AssociationTally) -> None:
-        encoded = event.encoded_dataset()
-        sha = hashlib.sha256(encoded).hexdigest()
+    def _write(self, event: evt.Event, raw: bytes, ds: Dataset, tally: AssociationTally
+               ) -> None:
         sop_uid = ds.SOPInstanceUID
         path = self.spool.instance_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, sop_uid)
+        meta = file_meta(ds.SOPClassUID, sop_uid, event.context.transfer_syntax,
+                         tally.calling_aet)
         known = self.index.stored_instance(sop_uid)
-        if known and known.sha256 == sha and known.series_uid == ds.SeriesInstanceUID \
-                and path.is_file():
+        if known and known.series_uid == ds.SeriesInstanceUID and _same_file(path, meta, raw):
             self.index.note_association(known.series_uid, tally.association_id)
             tally.duplicates += 1
             log.debug("instance_duplicate", sop_instance_uid=sop_uid)
             return None
-        self.spool.write_atomic(path, encoded)
+        self.spool.write_atomic(path, meta, raw)
         self.index.record_instance(InstanceRecord(
             sop_instance_uid=sop_uid, sop_class_uid=ds.SOPClassUID,
             study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID,
             modality=str(ds.get("Modality", "")), transfer_syntax_uid=event.context.transfer_syntax,
-            path=str(path.relative_to(self.spool.root)), size=len(encoded), sha256=sha,
+            path=str(path.relative_to(self.spool.root)), size=len(meta) + len(raw),
             association_id=tally.association_id))
         tally.stored += 1
         log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
         return None
+
+
+def _same_file(path: Path, meta: bytes, raw: bytes) -> bool:
+    """Is the stored file the same dataset? (Only read for a repeated SOP Instance UID.)"""
+    try:
+        stored = path.read_bytes()
+    except FileNotFoundError:
+        return False
+    return stored[len(meta):] == raw and stored[:128 + 4] == meta[:128 + 4]
 
 
 def _status(problem: StoreProblem) -> Dataset:

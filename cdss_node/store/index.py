@@ -30,7 +30,7 @@ CREATE INDEX IF NOT EXISTS series_state ON series(state);
 CREATE TABLE IF NOT EXISTS instances (
     sop_instance_uid TEXT PRIMARY KEY, series_uid TEXT NOT NULL REFERENCES series(series_uid),
     sop_class_uid TEXT NOT NULL, transfer_syntax_uid TEXT NOT NULL, path TEXT NOT NULL,
-    size INTEGER NOT NULL, sha256 TEXT NOT NULL, received_at REAL NOT NULL,
+    size INTEGER NOT NULL, received_at REAL NOT NULL,
     association_id INTEGER);
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
 CREATE TABLE IF NOT EXISTS series_associations (
@@ -59,7 +59,6 @@ class InstanceRecord:
     transfer_syntax_uid: str
     path: str
     size: int
-    sha256: str
     association_id: int | None
 
 
@@ -67,7 +66,7 @@ class InstanceRecord:
 class StoredInstance:
     series_uid: str
     path: str
-    sha256: str
+    size: int
 
 
 @dataclass(frozen=True)
@@ -136,7 +135,7 @@ class Index:
     # ------------------------------------------------------------ instances
 
     def stored_instance(self, sop_instance_uid: str) -> StoredInstance | None:
-        rows = self.query("SELECT series_uid, path, sha256 FROM instances "
+        rows = self.query("SELECT series_uid, path, size FROM instances "
                           "WHERE sop_instance_uid=?", (sop_instance_uid,))
         return StoredInstance(**dict(rows[0])) if rows else None
 
@@ -147,14 +146,14 @@ class Index:
             self._touch_series(db, rec, now)
             db.execute(
                 "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
-                "transfer_syntax_uid, path, size, sha256, received_at, association_id) "
-                "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(sop_instance_uid) DO UPDATE SET "
+                "transfer_syntax_uid, path, size, received_at, association_id) "
+                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sop_instance_uid) DO UPDATE SET "
                 "series_uid=excluded.series_uid, sop_class_uid=excluded.sop_class_uid, "
                 "transfer_syntax_uid=excluded.transfer_syntax_uid, path=excluded.path, "
-                "size=excluded.size, sha256=excluded.sha256, received_at=excluded.received_at, "
+                "size=excluded.size, received_at=excluded.received_at, "
                 "association_id=excluded.association_id",
                 (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
-                 rec.transfer_syntax_uid, rec.path, rec.size, rec.sha256, now,
+                 rec.transfer_syntax_uid, rec.path, rec.size, now,
                  rec.association_id))
             if rec.association_id is not None:
                 db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",

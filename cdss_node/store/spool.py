@@ -29,17 +29,15 @@ class Spool:
                           ("SOP instance", sop_instance_uid)):
             if not is_valid_uid(uid):
                 raise ValueError(f"{name} UID {uid!r} is not a valid UID")
-        path = self.root / study_uid / series_uid / f"{sop_instance_uid}.dcm"
-        if self.root not in path.resolve().parents:  # defence in depth: UIDs have no '/' or '..'
-            raise ValueError(f"instance path {path} escapes the spool {self.root}")
-        return path
+        # A valid UID is digits and dots and never "." or "..": it cannot leave the spool.
+        return self.root / study_uid / series_uid / f"{sop_instance_uid}.dcm"
 
-    def write_atomic(self, path: Path, data: bytes) -> None:
-        """Write ``data`` to ``path`` via a temporary file and a rename."""
+    def write_atomic(self, path: Path, *chunks: bytes) -> None:
+        """Write ``chunks`` one after the other to ``path`` via a temporary file and a rename."""
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                fh.writelines(chunks)
                 if self.fsync:
                     fh.flush()
                     os.fsync(fh.fileno())

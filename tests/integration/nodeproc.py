@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 
-def write_config(path: Path, data_dir: Path, port: int, **extra: str) -> Path:
+def write_config(path: Path, data_dir: Path, port: int, grace_s: float = 0.3,
+                 fsync: bool = False, **extra: str) -> Path:
     lines = ["[node]", f'data_dir = "{data_dir}"', f"port = {port}", 'host = "127.0.0.1"',
-             "[store]", "reserve_mb = 0", "[series]", "grace_s = 0.3", "check_interval_s = 0.1",
+             "[store]", "reserve_mb = 0", f"fsync = {'true' if fsync else 'false'}",
+             "[series]", f"grace_s = {grace_s}", "check_interval_s = 0.1",
              "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"']
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import JPEG2000Lossless
+from pydicom.uid import JPEG2000Lossless, generate_uid
 
 from cdss_node.config import SecuritySection, StoreSection
 from cdss_node.node import Node
@@ -167,3 +167,20 @@ def test_disk_below_reserve_gets_out_of_resources(tmp_path, small_series):
         assert instances(node) == 0
     finally:
         node.stop()
+
+
+@pytest.mark.parametrize("sop_class", [
+    "1.2.840.10008.5.1.4.1.1.2.1",    # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",    # Legacy Converted Enhanced CT Image Storage
+])
+def test_multiframe_ct_sop_classes_are_accepted(node, small_series, tmp_path, sop_class):
+    slices = [pydicom.dcmread(p) for p in small_series.files[:4]]
+    ds = slices[0]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(slices)
+    ds.PixelData = b"".join(s.PixelData for s in slices)
+    ds.save_as(tmp_path / "multiframe.dcm")
+    result = storescu(node.config.node.port, tmp_path / "multiframe.dcm", extra=("-R",))
+    assert store_responses(result) == ["(Success)"], result.stdout + result.stderr
+    assert stored_dataset(node, ds.SOPInstanceUID).pixel_array.shape[0] == len(slices)

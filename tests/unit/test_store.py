@@ -17,11 +17,11 @@ def index(tmp_path):
     idx.close()
 
 
-def record(index, sop="1.2.3.1", series="1.2.3", association=None, sha="a"):
+def record(index, sop="1.2.3.1", series="1.2.3", association=None):
     index.record_instance(InstanceRecord(
         sop_instance_uid=sop, sop_class_uid="1.2.840.10008.5.1.4.1.1.2", study_uid="1.2",
         series_uid=series, modality="CT", transfer_syntax_uid="1.2.840.10008.1.2.1",
-        path=f"1.2/{series}/{sop}.dcm", size=10, sha256=sha, association_id=association))
+        path=f"1.2/{series}/{sop}.dcm", size=10, association_id=association))
 
 
 def state(index, series="1.2.3"):
