@@ -134,4 +134,7 @@ def format_status(index_path: Path, counts: dict[str, int], rows: list) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cdss_node.demo import run_demo
 
-    return run_demo(_config(args), args.series)
+    config = load_config(args.config)
+    fmt = "console" if config.logging.format == "auto" else config.logging.format
+    configure_logging(config.logging.level, fmt)  # a person reads the demo
+    return run_demo(config, args.series)

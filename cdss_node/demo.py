@@ -49,9 +49,23 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
     say("4. the node's index now says (cdss-node status):")
     from cdss_node.cli import format_status
 
-    say(format_status(config.data_path / INDEX_FILE, state_counts(node.index),
-                      series_status(node.index, limit=5)))
+    latest = series_status(node.index, limit=5)
+    say(format_status(config.data_path / INDEX_FILE, state_counts(node.index), latest))
+    if latest:
+        say("5. what happened to that series:")
+        for line in series_history(node, latest[0].series_uid):
+            say(f"   {line}")
+    say("   Analysis (segmentation, radiomics, EGFR model, SEG + SR back to PACS) is not built "
+        "yet: the series waits in state 'queued'.")
     return 0 if settled and not failed else 1
+
+
+def series_history(node: Node, series_uid: str) -> list[str]:
+    rows = node.index.query("SELECT at, from_state, to_state, reason FROM series_events "
+                            "WHERE series_uid=? ORDER BY id", (series_uid,))
+    first = rows[0]["at"] if rows else 0.0
+    return [f"+{r['at'] - first:6.2f} s  {r['from_state'] or '-':>10} -> {r['to_state']:<10} "
+            f"{r['reason'] or ''}" for r in rows]
 
 
 def say(text: str) -> None:
