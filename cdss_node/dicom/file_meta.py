@@ -41,3 +41,12 @@ def file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: st
     ))
     group_length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body))
     return PREAMBLE + group_length + body
+
+
+def file_meta_length(data: bytes) -> int | None:
+    """Where the dataset starts in a DICOM file that begins with ``file_meta``'s layout
+    (preamble, 'DICM', group length first), or None if it does not."""
+    if data[128:132] != b"DICM" or data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
+        return None
+    (group_length,) = struct.unpack("<L", data[140:144])
+    return 144 + group_length

@@ -21,7 +21,7 @@ from structlog.contextvars import bound_contextvars
 from cdss_node.config import Config
 from cdss_node.dicom import checks, transport
 from cdss_node.dicom.checks import StoreProblem
-from cdss_node.dicom.file_meta import file_meta
+from cdss_node.dicom.file_meta import file_meta, file_meta_length
 from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
 from cdss_node.store.index import Index, InstanceRecord
@@ -196,7 +196,7 @@ class Receiver:
         meta = file_meta(ds.SOPClassUID, sop_uid, event.context.transfer_syntax,
                          tally.calling_aet)
         known = self.index.stored_instance(sop_uid)
-        if known and known.series_uid == ds.SeriesInstanceUID and _same_file(path, meta, raw):
+        if known and known.series_uid == ds.SeriesInstanceUID and _same_file(path, raw):
             self.index.note_association(known.series_uid, tally.association_id)
             tally.duplicates += 1
             log.debug("instance_duplicate", sop_instance_uid=sop_uid)
@@ -213,13 +213,15 @@ class Receiver:
         return None
 
 
-def _same_file(path: Path, meta: bytes, raw: bytes) -> bool:
-    """Is the stored file the same dataset? (Only read for a repeated SOP Instance UID.)"""
+def _same_file(path: Path, raw: bytes) -> bool:
+    """Does the stored file hold the same dataset bytes behind its file meta (which may name
+    another sending AE)? Only read for a repeated SOP Instance UID."""
     try:
         stored = path.read_bytes()
     except FileNotFoundError:
         return False
-    return stored[len(meta):] == raw and stored[:128 + 4] == meta[:128 + 4]
+    meta_end = file_meta_length(stored)
+    return meta_end is not None and stored[meta_end:] == raw
 
 
 def _status(problem: StoreProblem) -> Dataset:

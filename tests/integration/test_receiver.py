@@ -136,7 +136,7 @@ def test_harmless_duplicate_is_success_and_changes_nothing(node, small_series):
     storescu(port, small_series.folder)
     assert node.wait_until_settled(10)
     before = only_series(node)
-    again = storescu(port, small_series.files[0])
+    again = storescu(port, small_series.files[0], aet="ANOTHER_AE")  # other file meta
     assert store_responses(again) == ["(Success)"]
     assert node.wait_until_settled(10)
     after = only_series(node)
