@@ -1,0 +1,215 @@
+"""``load_volume``: the files of one CT series → a ``CTVolume`` in Hounsfield units.
+
+Classic CT Image Storage (one slice per file) and the multi-frame Enhanced / Legacy Converted
+Enhanced CT objects, in any transfer syntax pydicom's installed decoders read. Slices are sorted
+by position along the slice normal, so any orientation and any file order work. A series that
+cannot be analysed raises ``NotEvaluable`` with a coded reason; it never crashes the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from cdss_node.pipeline.header import header_facts, voi_window
+from cdss_node.pipeline.reasons import NotEvaluableReason as Reason
+from cdss_node.pipeline.records import CTVolume, NotEvaluable
+
+CT_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.1.2",      # CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.1",    # Enhanced CT Image Storage
+    "1.2.840.10008.5.1.4.1.1.2.2",    # Legacy Converted Enhanced CT Image Storage
+})
+MIN_SLICES = 20
+MAX_GAP_RATIO = 1.5     # a step this many times the median spacing is a missing slice
+MAX_TILT = 0.02         # in-plane shift per mm along the normal (about 1 degree)
+ORIENTATION_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One slice: where it is and how to get its Hounsfield units."""
+
+    dataset: Dataset
+    index: int | None           # frame index in a multi-frame object, None for a classic one
+    uid: str
+    position: np.ndarray        # Image Position (Patient), mm
+    orientation: np.ndarray     # Image Orientation (Patient): row and column cosines
+    pixel_spacing: tuple[float, float]
+    slope: float
+    intercept: float
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+
+def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume:
+    datasets = [_read(path) for path in paths]
+    _check_series(datasets)
+    frames = [frame for ds in datasets if not _is_localizer(ds) for frame in _frames(ds)]
+    if not frames:
+        raise NotEvaluable(Reason.LOCALIZER, f"all {len(datasets)} images are localizers")
+    frames, normal, spacing = _geometry(frames, min_slices)
+    return CTVolume(
+        hu=_hounsfield(frames),
+        spacing_mm=(spacing, *frames[0].pixel_spacing),
+        origin_mm=tuple(float(v) for v in frames[0].position),
+        direction=(tuple(frames[0].orientation[:3]), tuple(frames[0].orientation[3:]),
+                   tuple(normal)),
+        source_instance_uids=tuple(f.uid for f in frames),
+        source_frame_numbers=tuple(0 if f.index is None else f.index + 1 for f in frames),
+        study_uid=str(datasets[0].StudyInstanceUID),
+        series_uid=str(datasets[0].SeriesInstanceUID),
+        window=voi_window(datasets[0]),
+        header=header_facts(datasets[0]),
+    )
+
+
+def _read(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise NotEvaluable(Reason.UNREADABLE, f"{Path(path).name}: {exc}") from exc
+
+
+def _check_series(datasets: list[Dataset]) -> None:
+    if not datasets:
+        raise NotEvaluable(Reason.TOO_FEW_SLICES, "no images")
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        raise NotEvaluable(Reason.MULTIPLE_SERIES, f"{len(series)} Series Instance UIDs")
+    for ds in datasets:
+        if ds.get("Modality") != "CT" or ds.get("SOPClassUID") not in CT_SOP_CLASSES:
+            raise NotEvaluable(Reason.NOT_CT, f"modality {ds.get('Modality')!r}, "
+                               f"SOP class {ds.get('SOPClassUID')}")
+
+
+def _is_localizer(ds: Dataset) -> bool:
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    return "LOCALIZER" in image_type
+
+
+# ---------------------------------------------------------------- frames
+
+
+def _frames(ds: Dataset) -> list[Frame]:
+    try:
+        if "NumberOfFrames" in ds and "PerFrameFunctionalGroupsSequence" in ds:
+            return [_enhanced_frame(ds, i) for i in range(int(ds.NumberOfFrames))]
+        return [_classic_frame(ds)]
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise NotEvaluable(Reason.INCONSISTENT_GEOMETRY,
+                           f"image {ds.get('SOPInstanceUID')}: geometry unreadable ({exc})"
+                           ) from exc
+
+
+def _classic_frame(ds: Dataset) -> Frame:
+    return Frame(
+        dataset=ds, index=None, uid=str(ds.SOPInstanceUID),
+        position=np.asarray(ds.ImagePositionPatient, dtype=float),
+        orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
+        pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+        slope=float(ds.get("RescaleSlope", 1) or 1),
+        intercept=float(ds.get("RescaleIntercept", 0) or 0),
+    )
+
+
+def _group(ds: Dataset, i: int, sequence: str) -> Dataset:
+    """A functional group item for frame ``i``: per-frame if present, else shared."""
+    per_frame = ds.PerFrameFunctionalGroupsSequence[i]
+    if sequence in per_frame:
+        return per_frame[sequence][0]
+    return ds.SharedFunctionalGroupsSequence[0][sequence][0]
+
+
+def _enhanced_frame(ds: Dataset, i: int) -> Frame:
+    measures = _group(ds, i, "PixelMeasuresSequence")
+    try:
+        transform = _group(ds, i, "PixelValueTransformationSequence")
+    except (AttributeError, KeyError):
+        transform = Dataset()
+    return Frame(
+        dataset=ds, index=i, uid=str(ds.SOPInstanceUID),
+        position=np.asarray(_group(ds, i, "PlanePositionSequence").ImagePositionPatient,
+                            dtype=float),
+        orientation=np.asarray(
+            _group(ds, i, "PlaneOrientationSequence").ImageOrientationPatient, dtype=float),
+        pixel_spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
+        slope=float(transform.get("RescaleSlope", 1) or 1),
+        intercept=float(transform.get("RescaleIntercept", 0) or 0),
+    )
+
+
+# ---------------------------------------------------------------- geometry
+
+
+def _geometry(frames: list[Frame], min_slices: int) -> tuple[list[Frame], np.ndarray, float]:
+    """Frames sorted along the normal, the normal, and the slice spacing; or NotEvaluable."""
+    first = frames[0]
+    for frame in frames[1:]:
+        if not np.allclose(frame.orientation, first.orientation, atol=ORIENTATION_TOL):
+            raise NotEvaluable(Reason.MIXED_ORIENTATION,
+                               f"{first.orientation.round(3)} and {frame.orientation.round(3)}")
+        if frame.pixel_spacing != first.pixel_spacing or \
+                frame.dataset.Rows != first.dataset.Rows or \
+                frame.dataset.Columns != first.dataset.Columns:
+            raise NotEvaluable(Reason.INCONSISTENT_GEOMETRY, "image size or pixel spacing differ")
+    if len(frames) < min_slices:
+        raise NotEvaluable(Reason.TOO_FEW_SLICES, f"{len(frames)} slices, at least "
+                           f"{min_slices} needed")
+    normal = first.normal / np.linalg.norm(first.normal)
+    frames = sorted(frames, key=lambda f: float(f.position @ normal))
+    return frames, normal, _slice_spacing(frames, normal)
+
+
+def _slice_spacing(frames: list[Frame], normal: np.ndarray) -> float:
+    positions = np.array([f.position for f in frames])
+    steps = np.diff(positions @ normal)
+    if np.any(steps < 1e-3):
+        raise NotEvaluable(Reason.INCONSISTENT_GEOMETRY, "two slices share one position")
+    spacing = float(np.median(steps))
+    gaps = np.flatnonzero(steps > MAX_GAP_RATIO * spacing)
+    if gaps.size:
+        raise NotEvaluable(Reason.MISSING_SLICES, f"{gaps.size} gap(s), the first after slice "
+                           f"{gaps[0] + 1} ({steps[gaps[0]]:.1f} mm, spacing {spacing:.2f} mm)")
+    shift = np.diff(positions, axis=0) - np.outer(steps, normal)
+    tilt = float(np.max(np.linalg.norm(shift, axis=1) / steps))
+    if tilt > MAX_TILT:
+        raise NotEvaluable(Reason.GANTRY_TILT, f"in-plane shift {tilt:.3f} mm per mm")
+    return spacing
+
+
+# ---------------------------------------------------------------- pixels
+
+
+def _hounsfield(frames: list[Frame]) -> np.ndarray:
+    rows, cols = int(frames[0].dataset.Rows), int(frames[0].dataset.Columns)
+    hu = np.empty((len(frames), rows, cols), dtype=np.float32)
+    cache: dict[int, np.ndarray] = {}
+    for k, frame in enumerate(frames):
+        pixels = _pixels(frame, cache)
+        hu[k] = pixels * np.float32(frame.slope) + np.float32(frame.intercept)
+    return hu
+
+
+def _pixels(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
+    """A frame's stored values; a multi-frame object is decoded once."""
+    key = id(frame.dataset)
+    array = cache.get(key)
+    if array is None:
+        try:
+            array = frame.dataset.pixel_array
+        except Exception as exc:  # decoders raise many types for broken streams
+            raise NotEvaluable(Reason.UNREADABLE,
+                               f"image {frame.uid}: pixel data cannot be decoded ({exc})"
+                               ) from exc
+        if frame.index is None:
+            return array
+        cache[key] = array
+    return array[frame.index]

@@ -1,0 +1,40 @@
+"""Why a series is not evaluable: coded reasons for the index, result.json and the SR.
+
+No standard code exists for these, so they use the node's private coding scheme (designator
+``99CDSS``, as PS3.16 8.2 allows for private schemes beginning with "99").
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+CODING_SCHEME = "99CDSS"
+
+
+class NotEvaluableReason(Enum):
+    """(code value, code meaning, what the radiologist reads)."""
+
+    NOT_CT = ("NE001", "Not a CT series",
+              "The series is not a CT image series; only chest CT is analysed.")
+    LOCALIZER = ("NE002", "Localizer only",
+                 "The series holds only localizer (scout) images.")
+    TOO_FEW_SLICES = ("NE003", "Too few slices",
+                      "The series has too few axial slices to cover the chest.")
+    MISSING_SLICES = ("NE004", "Missing slices",
+                      "Slices are missing from the series (a gap along the scan axis).")
+    MIXED_ORIENTATION = ("NE005", "Mixed orientation",
+                         "The images of the series do not share one orientation.")
+    MULTIPLE_SERIES = ("NE006", "More than one series",
+                       "The images given belong to more than one series.")
+    INCONSISTENT_GEOMETRY = ("NE007", "Inconsistent geometry",
+                             "Image sizes, pixel spacing or positions differ within the series, "
+                             "or slices share a position.")
+    GANTRY_TILT = ("NE008", "Gantry tilt",
+                   "The slices are tilted against the scan axis (gantry tilt).")
+    UNREADABLE = ("NE009", "Unreadable images",
+                  "Images of the series could not be read or decoded.")
+
+    def __init__(self, code: str, meaning: str, sentence: str):
+        self.code = code
+        self.meaning = meaning
+        self.sentence = sentence

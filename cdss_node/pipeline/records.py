@@ -1,0 +1,101 @@
+"""Records passed between pipeline stages: frozen, and checked when built.
+
+A record that was built is valid: a wrong shape, dtype, spacing or range raises ``ValueError``
+naming the field, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cdss_node.pipeline.reasons import NotEvaluableReason
+
+
+def require(ok: bool, field: str, expected: str, found: object) -> None:
+    if not ok:
+        raise ValueError(f"{field}: expected {expected}, found {found!r}")
+
+
+def _vector(value: tuple, n: int) -> bool:
+    return len(value) == n and all(np.isfinite(v) for v in value)
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    """Clinical facts read from the DICOM header; None where the header lacks them."""
+
+    sex: str | None = None              # (0010,0040) M / F / O
+    age_years: float | None = None      # (0010,1010) Patient's Age
+    size_m: float | None = None         # (0010,1020) Patient's Size
+    weight_kg: float | None = None      # (0010,1030) Patient's Weight
+    smoking_status: str | None = None   # (0010,21A0) YES / NO / UNKNOWN
+
+    def __post_init__(self) -> None:
+        require(self.sex in (None, "M", "F", "O"), "sex", "M, F, O or None", self.sex)
+        for name, high in (("age_years", 130), ("size_m", 3.0), ("weight_kg", 500)):
+            value = getattr(self, name)
+            require(value is None or 0 < value <= high, name, f"None or in (0, {high}]", value)
+        require(self.smoking_status in (None, "YES", "NO", "UNKNOWN"), "smoking_status",
+                "YES, NO, UNKNOWN or None", self.smoking_status)
+
+
+@dataclass(frozen=True)
+class CTVolume:
+    """A CT series as one volume in Hounsfield units, z-y-x.
+
+    Slices are in ascending position along the slice normal (row direction x column
+    direction), as in ITK: voxel (k, j, i) lies at ``origin + i*dx*row + j*dy*col + k*dz*normal``.
+    """
+
+    hu: np.ndarray                                   # float32 (z, y, x)
+    spacing_mm: tuple[float, float, float]           # (z, y, x)
+    origin_mm: tuple[float, float, float]            # patient position (LPS) of voxel (0, 0, 0)
+    direction: tuple[tuple[float, float, float], ...]  # rows: x (row), y (column), z (normal)
+    source_instance_uids: tuple[str, ...]            # one per slice, in slice order
+    source_frame_numbers: tuple[int, ...]            # 1-based frame of a multi-frame, else 0
+    study_uid: str
+    series_uid: str
+    window: tuple[float, float] | None               # (centre, width) of the first VOI window
+    header: HeaderFacts
+
+    def __post_init__(self) -> None:
+        hu = self.hu
+        require(isinstance(hu, np.ndarray) and hu.ndim == 3, "hu", "a 3-D array", type(hu))
+        require(hu.dtype == np.float32, "hu", "dtype float32", hu.dtype)
+        require(_vector(self.spacing_mm, 3) and min(self.spacing_mm) > 0, "spacing_mm",
+                "3 positive numbers", self.spacing_mm)
+        require(_vector(self.origin_mm, 3), "origin_mm", "3 finite numbers", self.origin_mm)
+        matrix = np.asarray(self.direction, dtype=float)
+        require(matrix.shape == (3, 3) and np.allclose(matrix @ matrix.T, np.eye(3), atol=1e-3),
+                "direction", "an orthonormal 3x3 matrix", self.direction)
+        for name in ("source_instance_uids", "source_frame_numbers"):
+            found = len(getattr(self, name))
+            require(found == hu.shape[0], name, f"{hu.shape[0]} (one per slice)", found)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.hu.shape)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class CnnInput:
+    """The CT as the CNN sees it: VOI window, histogram flattening, values in 0..1."""
+
+    image: np.ndarray  # float32 (z, y, x) in [0, 1]
+
+    def __post_init__(self) -> None:
+        require(self.image.dtype == np.float32 and self.image.ndim == 3, "image",
+                "a 3-D float32 array", (self.image.dtype, self.image.ndim))
+        low, high = float(self.image.min()), float(self.image.max())
+        require(0.0 <= low and high <= 1.0, "image", "values in [0, 1]", (low, high))
+
+
+class NotEvaluable(Exception):
+    """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
+
+    def __init__(self, reason: NotEvaluableReason, detail: str):
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.meaning}: {detail}")

@@ -1,0 +1,189 @@
+"""load_volume on synthetic series: geometry, pixels, header facts, and every defect."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import RLELossless, generate_uid
+
+from cdss_node.pipeline.load import load_volume
+from cdss_node.pipeline.reasons import NotEvaluableReason as Reason
+from cdss_node.pipeline.records import NotEvaluable
+from cdss_node.synthetic.phantom import PhantomSpec, make_chest_phantom
+from tests.conftest import write_series
+
+SLICES = 24
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return write_series(tmp_path_factory.mktemp("load"), rows=96, slices=SLICES)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_chest_phantom(PhantomSpec(rows=96, columns=96, slices=SLICES,
+                                          pixel_spacing_mm=340 / 96 * 1.1, slice_spacing_mm=5.0))
+
+
+def copy(series, tmp_path: Path) -> list[Path]:
+    out = tmp_path / "copy"
+    shutil.copytree(series.folder, out)
+    return sorted(out.glob("*.dcm"))
+
+
+def edit(path: Path, **attributes) -> None:
+    ds = pydicom.dcmread(path)
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+
+
+def reason_of(paths) -> Reason:
+    with pytest.raises(NotEvaluable) as err:
+        load_volume(paths)
+    return err.value.reason
+
+
+def test_volume_matches_the_phantom(series, phantom):
+    volume = load_volume(series.files)
+    # ascending along the normal (+z, towards the head): the phantom's slice 0 is the top
+    np.testing.assert_array_equal(volume.hu, phantom.hu[::-1].astype(np.float32))
+    assert volume.spacing_mm == pytest.approx(phantom.spacing_mm)
+    assert volume.direction == ((1, 0, 0), (0, 1, 0), (0, 0, 1))
+    first = pydicom.dcmread(series.files[-1])  # the lowest slice
+    assert volume.origin_mm == pytest.approx(tuple(first.ImagePositionPatient))
+    assert volume.source_instance_uids[0] == first.SOPInstanceUID
+    assert volume.source_frame_numbers == (0,) * SLICES
+    assert volume.window == (-600.0, 1500.0)
+    header = volume.header
+    assert (header.sex, header.age_years, header.size_m, header.weight_kg,
+            header.smoking_status) == ("M", 64.0, 1.72, 70.0, "YES")
+
+
+def test_file_order_does_not_matter(series):
+    shuffled = list(series.files)
+    random.Random(1).shuffle(shuffled)
+    np.testing.assert_array_equal(load_volume(shuffled).hu, load_volume(series.files).hu)
+
+
+def test_compressed_and_per_slice_rescale_give_the_same_hu(series, tmp_path):
+    paths = copy(series, tmp_path)
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        if k % 2:  # other slope and intercept on every other slice: HU = stored / 2 - 2048
+            hu = ds.pixel_array.astype(np.int32) - 1024
+            ds.RescaleIntercept, ds.RescaleSlope = -2048, 0.5
+            ds.PixelData = ((hu + 2048) * 2).astype(np.uint16).tobytes()
+            ds.BitsStored, ds.HighBit = 16, 15
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(path)
+    np.testing.assert_array_equal(load_volume(paths).hu, load_volume(series.files).hu)
+
+
+def test_enhanced_ct_multiframe_gives_the_same_volume(series, tmp_path):
+    slices = [pydicom.dcmread(p) for p in series.files]
+    ds = slices[0].copy()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2.1"
+    ds.SOPInstanceUID = generate_uid()
+    ds.NumberOfFrames = len(slices)
+    ds.PixelData = b"".join(s.PixelData for s in slices)
+    shared, measures, orient, transform = (pydicom.Dataset() for _ in range(4))
+    measures.PixelSpacing, measures.SliceThickness = ds.PixelSpacing, ds.SliceThickness
+    orient.ImageOrientationPatient = ds.ImageOrientationPatient
+    transform.RescaleIntercept, transform.RescaleSlope = ds.RescaleIntercept, ds.RescaleSlope
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [orient]
+    shared.PixelValueTransformationSequence = [transform]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    ds.PerFrameFunctionalGroupsSequence = [_per_frame(s) for s in slices]
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing",
+                    "RescaleIntercept", "RescaleSlope"):
+        delattr(ds, keyword)
+    ds.save_as(tmp_path / "enhanced.dcm")
+    volume = load_volume([tmp_path / "enhanced.dcm"])
+    np.testing.assert_array_equal(volume.hu, load_volume(series.files).hu)
+    assert volume.source_frame_numbers == tuple(range(SLICES, 0, -1))
+
+
+def _per_frame(ds):
+    position, item = pydicom.Dataset(), pydicom.Dataset()
+    position.ImagePositionPatient = ds.ImagePositionPatient
+    item.PlanePositionSequence = [position]
+    return item
+
+
+def test_missing_slice(series):
+    assert reason_of(series.files[:10] + series.files[11:]) == Reason.MISSING_SLICES
+
+
+def test_too_few_slices(series):
+    assert reason_of(series.files[:5]) == Reason.TOO_FEW_SLICES
+
+
+def test_mixed_orientation(series, tmp_path):
+    paths = copy(series, tmp_path)
+    edit(paths[3], ImageOrientationPatient=[1, 0, 0, 0, 0.9950042, -0.0998334])
+    assert reason_of(paths) == Reason.MIXED_ORIENTATION
+
+
+def test_not_ct(series, tmp_path):
+    paths = copy(series, tmp_path)
+    for path in paths:
+        edit(path, Modality="MR", SOPClassUID="1.2.840.10008.5.1.4.1.1.4")
+    assert reason_of(paths) == Reason.NOT_CT
+
+
+def test_localizers_are_dropped_and_localizer_only_is_not_evaluable(series, tmp_path):
+    paths = copy(series, tmp_path)
+    scout = tmp_path / "scout.dcm"
+    shutil.copy(paths[0], scout)
+    edit(scout, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], SOPInstanceUID=generate_uid(),
+         ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    assert load_volume([*paths, scout]).shape[0] == SLICES
+    assert reason_of([scout]) == Reason.LOCALIZER
+
+
+def test_duplicate_positions(series, tmp_path):
+    paths = copy(series, tmp_path)
+    twin = tmp_path / "twin.dcm"
+    shutil.copy(paths[4], twin)
+    edit(twin, SOPInstanceUID=generate_uid())
+    assert reason_of([*paths, twin]) == Reason.INCONSISTENT_GEOMETRY
+
+
+def test_gantry_tilt(series, tmp_path):
+    paths = copy(series, tmp_path)
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        edit(path, ImagePositionPatient=[x, y + 0.5 * k, z])  # 0.1 mm per mm: ~6 degrees
+    assert reason_of(paths) == Reason.GANTRY_TILT
+
+
+def test_unreadable_file_and_broken_pixel_data(series, tmp_path):
+    paths = copy(series, tmp_path)
+    paths[2].write_bytes(b"not dicom at all")
+    assert reason_of(paths) == Reason.UNREADABLE
+    paths = copy(series, tmp_path / "b")
+    ds = pydicom.dcmread(paths[2])
+    ds.compress(RLELossless, generate_instance_uid=False)
+    ds.PixelData = ds.PixelData[:200]
+    ds.save_as(paths[2])
+    assert reason_of(paths) == Reason.UNREADABLE
+
+
+def test_two_series(series, tmp_path):
+    paths = copy(series, tmp_path)
+    edit(paths[0], SeriesInstanceUID=generate_uid())
+    assert reason_of(paths) == Reason.MULTIPLE_SERIES
+
+
+def test_every_reason_has_a_code_and_a_sentence():
+    codes = [reason.code for reason in Reason]
+    assert len(set(codes)) == len(codes)
+    assert all(reason.sentence.endswith(".") for reason in Reason)
