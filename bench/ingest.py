@@ -94,36 +94,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--slices", type=int, default=244)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     for tool in ("storescu", "storescp"):
         if not shutil.which(tool):
             sys.exit(f"bench: {tool} not found (apt-get install dcmtk)")
     folder = series_folder(args.rows, args.slices)
     n = len(list(folder.glob("*.dcm")))
-    times: dict[str, list[float]] = {"storescp": [], "node": [], "node fsync": []}
+    rates: dict[str, list[float]] = {"storescp": [], "node": [], "node fsync": []}
     latency: dict[str, list[float]] = {"node": [], "node fsync": []}
-    for _ in range(args.repeats):
-        for name in times:
+    (REPO / "bench" / "out").mkdir(exist_ok=True)
+    for _ in range(args.repeats):  # interleaved, so that both see the same machine
+        for name in rates:
             with tempfile.TemporaryDirectory(dir=REPO / "bench" / "out") as tmp:
                 if name == "storescp":
-                    times[name].append(run_storescp(folder, Path(tmp)))
+                    rates[name].append(n / run_storescp(folder, Path(tmp)))
                 else:
                     seconds, late = run_node(folder, Path(tmp), fsync=name.endswith("fsync"))
-                    times[name].append(seconds)
+                    rates[name].append(n / seconds)
                     latency[name].append(late)
-    report(n, args, times, latency)
+    report(n, args, rates, latency)
 
 
-def report(n: int, args, times: dict, latency: dict) -> None:
-    base = n / statistics.median(times["storescp"])
-    print(f"\ningest of {n} CT images {args.rows}x{args.rows} "
-          f"({args.repeats} runs each, medians; sender: storescu +sd, TCP_NODELAY=1)")
-    print(f"{'receiver':<12}{'images/s':>10}{'ratio':>8}{'release->complete s':>22}")
-    for name, values in times.items():
-        rate = n / statistics.median(values)
+def report(n: int, args, rates: dict, latency: dict) -> None:
+    print(f"\ningest of {n} CT images {args.rows}x{args.rows}, {args.repeats} interleaved runs "
+          "(sender: storescu +sd, TCP_NODELAY=1)")
+    print(f"{'receiver':<12}{'images/s median':>16}{'  (min-max)':<14}{'ratio':>7}"
+          f"{'release->complete s':>21}")
+    peer = rates["storescp"]
+    for name, values in rates.items():
+        ratio = statistics.median(v / p for v, p in zip(values, peer))
         late = f"{statistics.median(latency[name]):.2f}" if name in latency else "-"
-        print(f"{name:<12}{rate:>10.1f}{rate / base:>8.2f}{late:>22}")
+        spread = f"  ({min(values):.0f}-{max(values):.0f})"
+        print(f"{name:<12}{statistics.median(values):>16.0f}{spread:<14}{ratio:>7.2f}{late:>21}")
+    print("ratio: median over runs of the receiver's images/s over storescp's in the same run")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
 from cdss_node.dicom import checks, transport
-from cdss_node.dicom.checks import StoreProblem
+from cdss_node.dicom.checks import InstanceHeader, StoreProblem
 from cdss_node.dicom.file_meta import file_meta, file_meta_length
 from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
@@ -41,6 +41,7 @@ class AssociationTally:
     calling_aet: str
     stored: int = 0
     duplicates: int = 0
+    series: set[str] = field(default_factory=set)  # series already tied to it in the index
     refused: dict[str, int] = field(default_factory=dict)
 
 
@@ -173,41 +174,45 @@ class Receiver:
             log.warning("store_refused_disk_reserve", reserve_mb=self.config.store.reserve_mb)
             return StoreProblem(checks.OUT_OF_RESOURCES, "disk below the configured reserve")
         ts = UID(event.context.transfer_syntax)
-        ds = checks.parse_dataset(raw, ts)
-        if isinstance(ds, StoreProblem):
-            return self._refused(ds, event)
-        problem = (checks.sop_problem(ds, event.context.abstract_syntax,
-                                      event.request.AffectedSOPInstanceUID)
-                   or checks.image_problem(ds, ts))
+        scan = checks.scan_dataset(raw, ts)
+        if isinstance(scan, StoreProblem):
+            return self._refused(scan, event)
+        header = checks.instance_header(scan, event.context.abstract_syntax,
+                                        event.request.AffectedSOPInstanceUID)
+        problem = header if isinstance(header, StoreProblem) else checks.image_problem(scan, ts)
         if problem:
             return self._refused(problem, event)
-        with bound_contextvars(study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID):
-            return self._write(event, raw, ds, tally)
+        with bound_contextvars(study_uid=header.study_uid, series_uid=header.series_uid):
+            return self._write(event, raw, header, tally)
 
     def _refused(self, problem: StoreProblem, event: evt.Event) -> StoreProblem:
         log.warning("store_refused", status=hex(problem.status), reason=problem.comment,
                     sop_class=event.context.abstract_syntax)
         return problem
 
-    def _write(self, event: evt.Event, raw: bytes, ds: Dataset, tally: AssociationTally
-               ) -> None:
-        sop_uid = ds.SOPInstanceUID
-        path = self.spool.instance_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, sop_uid)
-        meta = file_meta(ds.SOPClassUID, sop_uid, event.context.transfer_syntax,
-                         tally.calling_aet)
-        known = self.index.stored_instance(sop_uid)
-        if known and known.series_uid == ds.SeriesInstanceUID and _same_file(path, raw):
-            self.index.note_association(known.series_uid, tally.association_id)
+    def _write(self, event: evt.Event, raw: bytes, header: InstanceHeader,
+               tally: AssociationTally) -> None:
+        sop_uid = header.sop_instance_uid
+        path = self.spool.instance_path(header.study_uid, header.series_uid, sop_uid)
+        known = self.index.stored_instance(sop_uid) if path.exists() else None
+        if known and known.series_uid == header.series_uid and _same_file(path, raw):
+            if known.series_uid not in tally.series:
+                self.index.note_association(known.series_uid, tally.association_id)
+                tally.series.add(known.series_uid)
             tally.duplicates += 1
             log.debug("instance_duplicate", sop_instance_uid=sop_uid)
             return None
+        meta = file_meta(header.sop_class_uid, sop_uid, event.context.transfer_syntax,
+                         tally.calling_aet)
         self.spool.write_atomic(path, meta, raw)
         self.index.record_instance(InstanceRecord(
-            sop_instance_uid=sop_uid, sop_class_uid=ds.SOPClassUID,
-            study_uid=ds.StudyInstanceUID, series_uid=ds.SeriesInstanceUID,
-            modality=str(ds.get("Modality", "")), transfer_syntax_uid=event.context.transfer_syntax,
+            sop_instance_uid=sop_uid, sop_class_uid=header.sop_class_uid,
+            study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
+            transfer_syntax_uid=event.context.transfer_syntax,
             path=str(path.relative_to(self.spool.root)), size=len(meta) + len(raw),
-            association_id=tally.association_id))
+            association_id=tally.association_id),
+            link_association=header.series_uid not in tally.series)
+        tally.series.add(header.series_uid)
         tally.stored += 1
         log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
         return None

@@ -139,8 +139,9 @@ class Index:
                           "WHERE sop_instance_uid=?", (sop_instance_uid,))
         return StoredInstance(**dict(rows[0])) if rows else None
 
-    def record_instance(self, rec: InstanceRecord) -> None:
-        """Add or replace an instance and (re)open its series, in one transaction."""
+    def record_instance(self, rec: InstanceRecord, link_association: bool = True) -> None:
+        """Add or replace an instance and (re)open its series, in one transaction.
+        ``link_association`` False: the association is already tied to the series."""
         now = time.time()
         with self.transaction() as db:
             self._touch_series(db, rec, now)
@@ -155,7 +156,7 @@ class Index:
                 (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
                  rec.transfer_syntax_uid, rec.path, rec.size, now,
                  rec.association_id))
-            if rec.association_id is not None:
+            if rec.association_id is not None and link_association:
                 db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
                            (rec.series_uid, rec.association_id))
 
@@ -166,8 +167,8 @@ class Index:
                        (series_uid, association_id))
 
     def _touch_series(self, db: sqlite3.Connection, rec: InstanceRecord, now: float) -> None:
-        row = db.execute("SELECT state FROM series WHERE series_uid=?",
-                         (rec.series_uid,)).fetchone()
+        row = db.execute("UPDATE series SET last_received=?, updated_at=? WHERE series_uid=? "
+                         "RETURNING state", (now, now, rec.series_uid)).fetchone()
         if row is None:
             db.execute(
                 "INSERT INTO series (series_uid, study_uid, modality, state, first_received, "
@@ -176,8 +177,6 @@ class Index:
                  now))
             _log_event(db, rec.series_uid, None, SeriesState.RECEIVING, "first instance", now)
             return
-        db.execute("UPDATE series SET last_received=?, updated_at=? WHERE series_uid=?",
-                   (now, now, rec.series_uid))
         if row["state"] != SeriesState.RECEIVING:
             self._reopen(db, rec.series_uid, row["state"], now)
 

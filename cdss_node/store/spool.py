@@ -6,14 +6,15 @@ Files are written to ``spool/.tmp`` and renamed into place, so a reader never se
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from cdss_node.uids import is_valid_uid
 
 TMP_DIR = ".tmp"
+_names = itertools.count()  # unique temporary names within this process (next() is atomic)
 
 
 class Spool:
@@ -33,19 +34,24 @@ class Spool:
         return self.root / study_uid / series_uid / f"{sop_instance_uid}.dcm"
 
     def write_atomic(self, path: Path, *chunks: bytes) -> None:
-        """Write ``chunks`` one after the other to ``path`` via a temporary file and a rename."""
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp, suffix=".part")
+        """Write ``chunks`` one after the other to ``path`` via a temporary file and a rename.
+        Files are readable by the node's user only (they hold patient data)."""
+        tmp = self.tmp / f"{os.getpid()}-{next(_names)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.writelines(chunks)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, path)
+            _write_all(fd, chunks)
+            if self.fsync:
+                os.fsync(fd)
         except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
             raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:  # first instance of its series: make the folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
         if self.fsync:
             _fsync_dir(path.parent)
 
@@ -63,6 +69,14 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def _write_all(fd: int, chunks: tuple[bytes, ...]) -> None:
+    """One writev for the usual case; the rest again if the kernel wrote less."""
+    written = os.writev(fd, chunks)
+    rest = b"".join(chunks)[written:] if written < sum(map(len, chunks)) else b""
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 def _fsync_dir(path: Path) -> None:

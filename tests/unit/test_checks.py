@@ -25,26 +25,31 @@ def ct(**overrides) -> Dataset:
     return ds
 
 
-def parsed(ds: Dataset, syntax=ExplicitVRLittleEndian):
-    return checks.parse_dataset(encode(ds, syntax.is_implicit_VR, True), syntax)
+def scanned(ds: Dataset, syntax=ExplicitVRLittleEndian):
+    return checks.scan_dataset(encode(ds, syntax.is_implicit_VR, True), syntax)
 
 
 def problem_of(ds: Dataset, syntax=ExplicitVRLittleEndian):
-    result = parsed(ds, syntax)
-    if isinstance(result, StoreProblem):
-        return result
-    return checks.sop_problem(result, CT, "1.2.3.4.5") or checks.image_problem(result, syntax)
+    scan = scanned(ds, syntax)
+    if isinstance(scan, StoreProblem):
+        return scan
+    header = checks.instance_header(scan, CT, "1.2.3.4.5")
+    if isinstance(header, StoreProblem):
+        return header
+    return checks.image_problem(scan, syntax)
 
 
-def test_a_good_dataset_has_no_problem():
+def test_a_good_dataset_has_no_problem_and_its_header_is_read():
     assert problem_of(ct()) is None
     assert problem_of(ct(), ImplicitVRLittleEndian) is None
+    header = checks.instance_header(scanned(ct()), CT, "1.2.3.4.5")
+    assert (header.study_uid, header.series_uid, header.modality) == ("1.2.3", "1.2.3.4", "CT")
 
 
 @pytest.mark.parametrize("cut", [1, 100, 145])
 def test_truncated_dataset_cannot_be_understood(cut):
     raw = encode(ct(), False, True)
-    result = checks.parse_dataset(raw[:-cut], ExplicitVRLittleEndian)
+    result = checks.scan_dataset(raw[:-cut], ExplicitVRLittleEndian)
     assert isinstance(result, StoreProblem) and result.status == checks.CANNOT_UNDERSTAND
 
 
@@ -53,13 +58,13 @@ def test_truncated_encapsulated_pixel_data_cannot_be_understood():
     ds.PixelData = encapsulate([b"\x01" * 101])
     ds["PixelData"].VR = "OB"
     raw = encode(ds, False, True)
-    assert not isinstance(checks.parse_dataset(raw, RLELossless), StoreProblem)
-    result = checks.parse_dataset(raw[:-20], RLELossless)
+    assert not isinstance(checks.scan_dataset(raw, RLELossless), StoreProblem)
+    result = checks.scan_dataset(raw[:-20], RLELossless)
     assert isinstance(result, StoreProblem) and result.status == checks.CANNOT_UNDERSTAND
 
 
 def test_garbage_cannot_be_understood():
-    result = checks.parse_dataset(b"\x00\x01garbage", ExplicitVRLittleEndian)
+    result = checks.scan_dataset(b"\x00\x01garbage", ExplicitVRLittleEndian)
     assert isinstance(result, StoreProblem) and result.status == checks.CANNOT_UNDERSTAND
 
 

@@ -1,0 +1,118 @@
+"""A lean walk over the top-level data elements of an encoded dataset.
+
+The receiver must check every instance before it answers (UIDs, pixel description, truncation)
+without decoding it. pydicom builds a full ``Dataset`` for that, about 0.3 ms for a CT header,
+a large share of ingest time; this walk only records where each top-level element's value lies
+(sequences and encapsulated pixel data are skipped over, never parsed) and decodes the handful
+of values the receiver needs. Tests compare it with pydicom on generated datasets.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+# Explicit VRs with a reserved field and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+
+
+class Truncated(ValueError):
+    """The encoded dataset ends inside an element."""
+
+
+@dataclass(frozen=True)
+class Element:
+    offset: int   # where the value starts
+    length: int   # value length in bytes; UNDEFINED for undefined-length values
+    end: int      # where the next element starts
+
+
+class HeaderScan:
+    """Top-level elements by tag, and their values decoded on demand."""
+
+    def __init__(self, data: bytes, implicit_vr: bool, little_endian: bool):
+        self.data = data
+        self.implicit_vr = implicit_vr
+        self.endian = "<" if little_endian else ">"
+        self.elements: dict[int, Element] = {}
+        self.end = _Walker(data, implicit_vr, self.endian).top_level(self.elements)
+
+    def __contains__(self, tag: int) -> bool:
+        return tag in self.elements
+
+    def text(self, tag: int) -> str | None:
+        """A string value (UI, CS, IS, ...) without padding, or None if absent."""
+        element = self.elements.get(tag)
+        if element is None or element.length == UNDEFINED:
+            return None
+        value = self.data[element.offset:element.offset + element.length]
+        return value.rstrip(b"\x00 ").lstrip(b" ").decode("ascii", errors="replace")
+
+    def us(self, tag: int) -> int | None:
+        """An unsigned short (US) value, or None if absent or empty."""
+        element = self.elements.get(tag)
+        if element is None or element.length < 2 or element.length == UNDEFINED:
+            return None
+        return struct.unpack_from(self.endian + "H", self.data, element.offset)[0]
+
+
+class _Walker:
+    def __init__(self, data: bytes, implicit_vr: bool, endian: str):
+        self.data, self.n = data, len(data)
+        self.implicit_vr = implicit_vr
+        self.tag_fmt = struct.Struct(endian + "HHL")  # group, element, 4-byte length
+        self.short_fmt = struct.Struct(endian + "H")
+        self.long_fmt = struct.Struct(endian + "L")
+
+    def top_level(self, into: dict[int, Element]) -> int:
+        pos = 0
+        while pos < self.n:
+            tag, offset, length = self.header(pos)
+            pos = self.skip_value(offset, length)
+            into[tag] = Element(offset, length, pos)
+        return pos
+
+    def header(self, pos: int) -> tuple[int, int, int]:
+        """(tag, value offset, value length) of the element at ``pos``."""
+        if pos + 8 > self.n:
+            raise Truncated(f"element header at byte {pos} is cut off")
+        group, element, implicit_length = self.tag_fmt.unpack_from(self.data, pos)
+        tag = group << 16 | element
+        if self.implicit_vr or group == 0xFFFE:
+            return tag, pos + 8, implicit_length
+        vr = self.data[pos + 4:pos + 6]
+        if vr in _LONG_VRS:
+            if pos + 12 > self.n:
+                raise Truncated(f"element header at byte {pos} is cut off")
+            return tag, pos + 12, self.long_fmt.unpack_from(self.data, pos + 8)[0]
+        return tag, pos + 8, self.short_fmt.unpack_from(self.data, pos + 6)[0]
+
+    def skip_value(self, offset: int, length: int) -> int:
+        """The position after a value; undefined lengths are walked to their delimiter."""
+        if length != UNDEFINED:
+            if offset + length > self.n:
+                raise Truncated(f"value at byte {offset} needs {length} bytes")
+            return offset + length
+        return self.skip_items(offset)
+
+    def skip_items(self, pos: int) -> int:
+        """Items of a sequence (or fragments of encapsulated data) up to its delimiter."""
+        while True:
+            tag, offset, length = self.header(pos)
+            if tag == SEQUENCE_END:
+                return offset
+            if tag != ITEM:
+                raise Truncated(f"expected an item at byte {pos}, found tag {tag:08X}")
+            pos = self.skip_nested(offset) if length == UNDEFINED else self.skip_value(offset,
+                                                                                      length)
+
+    def skip_nested(self, pos: int) -> int:
+        """The elements of an undefined-length item, up to its item delimiter."""
+        while True:
+            tag, offset, length = self.header(pos)
+            if tag == ITEM_END:
+                return offset
+            pos = self.skip_value(offset, length)
