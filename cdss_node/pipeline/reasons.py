@@ -33,6 +33,8 @@ class NotEvaluableReason(Enum):
                    "The slices are tilted against the scan axis (gantry tilt).")
     UNREADABLE = ("NE009", "Unreadable images",
                   "Images of the series could not be read or decoded.")
+    NO_TUMOR_FOUND = ("NE010", "No lung tumor found",
+                      "No lung tumor was found, so no EGFR prediction was made.")
 
     def __init__(self, code: str, meaning: str, sentence: str):
         self.code = code

@@ -92,6 +92,39 @@ class CnnInput:
         require(0.0 <= low and high <= 1.0, "image", "values in [0, 1]", (low, high))
 
 
+@dataclass(frozen=True)
+class TumorMask:
+    """The primary tumor on the CT's own grid; an all-false mask means no tumor was found."""
+
+    mask: np.ndarray                          # bool (z, y, x)
+    spacing_mm: tuple[float, float, float]
+    segmenter: str                            # name and version, for the SEG and the SR
+    candidates: int                           # lesion candidates the segmenter considered
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.mask, np.ndarray) and self.mask.dtype == bool
+                and self.mask.ndim == 3, "mask", "a 3-D bool array", getattr(self.mask, "dtype",
+                                                                             type(self.mask)))
+        require(_vector(self.spacing_mm, 3) and min(self.spacing_mm) > 0, "spacing_mm",
+                "3 positive numbers", self.spacing_mm)
+        require(self.candidates >= int(self.found), "candidates", ">= 1 when a tumor is found",
+                self.candidates)
+
+    @property
+    def found(self) -> bool:
+        return bool(self.mask.any())
+
+    @property
+    def volume_mm3(self) -> float:
+        return float(np.count_nonzero(self.mask) * np.prod(self.spacing_mm))
+
+    @property
+    def centre_voxel(self) -> tuple[int, int, int] | None:
+        if not self.found:
+            return None
+        return tuple(int(round(c)) for c in np.argwhere(self.mask).mean(axis=0))  # type: ignore
+
+
 class NotEvaluable(Exception):
     """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
 

@@ -1,0 +1,71 @@
+"""The default segmenter on the committed sample and on the same anatomy without a tumor."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cdss_node.pipeline.load import load_volume
+from cdss_node.pipeline.records import TumorMask
+from cdss_node.pipeline.segment import DefaultSegmenter, ellipsoid, lung_fields
+from tests.conftest import REPO
+
+SAMPLE = REPO / "sample_dicom"
+
+
+@pytest.fixture(scope="module")
+def sample():
+    volume = load_volume(sorted((SAMPLE / "series").glob("*.dcm")))
+    truth = np.load(SAMPLE / "truth" / "tumor_mask.npz")
+    # the truth is in the phantom's order (head first); the volume ascends along +z
+    return volume, truth["tumor_mask"][::-1], truth["lung_mask"][::-1]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def test_finds_and_outlines_the_sample_tumor(sample):
+    volume, tumor, _ = sample
+    result = DefaultSegmenter().segment(volume)
+    assert result.found and result.candidates >= 1
+    assert dice(result.mask, tumor) >= 0.8
+    assert result.segmenter == "CDSS default lesion segmenter 0.1"
+    centre = np.argwhere(tumor).mean(axis=0)
+    assert np.abs(np.array(result.centre_voxel) - centre).max() <= 2
+
+
+def test_lung_fields_match_the_phantom_lungs(sample):
+    volume, _, lungs = sample
+    assert dice(lung_fields(volume.hu, volume.spacing_mm), lungs) >= 0.95
+
+
+def test_no_tumor_found_when_the_tumor_is_replaced_by_lung(sample):
+    volume, tumor, _ = sample
+    hu = volume.hu.copy()
+    hu[tumor] = -850.0
+    result = DefaultSegmenter().segment(replace(volume, hu=hu))
+    assert not result.found
+    assert result.volume_mm3 == 0 and result.centre_voxel is None
+
+
+def test_ellipsoid_respects_anisotropic_spacing():
+    ball = ellipsoid(3.0, (3.0, 1.0, 1.0))
+    assert ball.shape == (3, 7, 7)
+    assert ball[1, 3, 3] and ball[0, 3, 3] and not ball[0, 0, 0]
+
+
+def test_tumor_mask_checks_itself():
+    with pytest.raises(ValueError, match="mask: expected a 3-D bool array"):
+        TumorMask(mask=np.zeros((2, 2, 2), np.uint8), spacing_mm=(1, 1, 1), segmenter="x",
+                  candidates=0)
+    with pytest.raises(ValueError, match="candidates"):
+        TumorMask(mask=np.ones((2, 2, 2), bool), spacing_mm=(1, 1, 1), segmenter="x",
+                  candidates=0)
+    mask = np.zeros((4, 4, 4), bool)
+    mask[1:3, 1:3, 1:3] = True
+    found = TumorMask(mask=mask, spacing_mm=(2.0, 1.0, 1.0), segmenter="x", candidates=1)
+    assert found.volume_mm3 == 16.0 and found.centre_voxel == (2, 2, 2)
