@@ -125,6 +125,22 @@ class TumorMask:
         return tuple(int(round(c)) for c in np.argwhere(self.mask).mean(axis=0))  # type: ignore
 
 
+@dataclass(frozen=True)
+class TumorCrop:
+    """The CNN's tumor image: (1, 64, 112, 112) float32 in [0, 1] (channel, z, y, x)."""
+
+    image: np.ndarray
+    centre_voxel: tuple[int, int, int]   # the tumor centre on the CT grid
+    start_voxel: tuple[int, int, int]    # the CT voxel at the crop's corner (may be negative)
+
+    def __post_init__(self) -> None:
+        require(self.image.shape == (1, 64, 112, 112), "image", "shape (1, 64, 112, 112)",
+                self.image.shape)
+        require(self.image.dtype == np.float32, "image", "dtype float32", self.image.dtype)
+        low, high = float(self.image.min()), float(self.image.max())
+        require(0.0 <= low and high <= 1.0, "image", "values in [0, 1]", (low, high))
+
+
 class NotEvaluable(Exception):
     """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
 
