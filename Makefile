@@ -7,9 +7,13 @@ APT_TOOLS := dcmtk dicom3tools
 
 .PHONY: setup tools demo test bench clean
 
+# pyradiomics ships only an sdist that fails to build under pip's build isolation: its build
+# needs numpy, setuptools, wheel and versioneer installed first, then --no-build-isolation.
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q numpy setuptools wheel versioneer
+	$(PY) -m pip install -q --no-build-isolation 'pyradiomics>=3.0.1'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

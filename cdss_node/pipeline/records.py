@@ -141,6 +141,25 @@ class TumorCrop:
         require(0.0 <= low and high <= 1.0, "image", "values in [0, 1]", (low, high))
 
 
+@dataclass(frozen=True)
+class RadiomicsFeatures:
+    """Feature names in extraction order and their values."""
+
+    names: tuple[str, ...]
+    values: np.ndarray  # float64, one per name
+
+    def __post_init__(self) -> None:
+        require(len(set(self.names)) == len(self.names), "names", "unique names",
+                len(self.names))
+        require(self.values.shape == (len(self.names),), "values",
+                f"shape ({len(self.names)},)", self.values.shape)
+        require(bool(np.all(np.isfinite(self.values))), "values", "finite numbers",
+                [n for n, v in zip(self.names, self.values) if not np.isfinite(v)])
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, (float(v) for v in self.values)))
+
+
 class NotEvaluable(Exception):
     """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
 
