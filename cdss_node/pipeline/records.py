@@ -160,6 +160,25 @@ class RadiomicsFeatures:
         return dict(zip(self.names, (float(v) for v in self.values)))
 
 
+@dataclass(frozen=True)
+class ClinicalVector:
+    """The model's clinical input: scaled values, the values before scaling, what was imputed."""
+
+    names: tuple[str, ...]
+    values: np.ndarray             # float32 in [0, 1], one per name
+    raw: dict[str, float]          # after imputation, before scaling (years, m, kg, 0/1)
+    imputed: tuple[str, ...]       # names whose value was missing and took the median
+
+    def __post_init__(self) -> None:
+        require(self.values.shape == (len(self.names),) and self.values.dtype == np.float32,
+                "values", f"float32 of shape ({len(self.names)},)",
+                (self.values.dtype, self.values.shape))
+        require(bool(np.all((self.values >= 0) & (self.values <= 1))), "values",
+                "values in [0, 1]", self.values)
+        require(set(self.imputed) <= set(self.names), "imputed", "a subset of names",
+                self.imputed)
+
+
 class NotEvaluable(Exception):
     """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
 
