@@ -3,7 +3,7 @@
 #   make test   set up .venv (and, as root on Debian, dcmtk + dicom3tools), run the tests
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_TOOLS := dcmtk dicom3tools
+APT_TOOLS := dcmtk dicom3tools openssl
 
 .PHONY: setup tools demo test bench clean
 
@@ -21,7 +21,7 @@ setup: $(VENV)/.installed
 
 # The DICOM peers and validators the integration tests use (Debian packages).
 tools:
-	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null; then :; \
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi

@@ -55,7 +55,7 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
         say("5. what happened to that series:")
         for line in series_history(node, latest[0].series_uid):
             say(f"   {line}")
-    say("   Analysis (segmentation, radiomics, EGFR model, SEG + SR back to PACS) is not built "
+    say("   The analysis worker (EGFR model, SEG and SR back to PACS) is not wired into the node "
         "yet: the series waits in state 'queued'.")
     return 0 if settled and not failed else 1
 

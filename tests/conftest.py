@@ -26,7 +26,7 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (Debian: dcmtk / dicom3tools)"
+    message = f"{name} is not installed (Debian packages: dcmtk, dicom3tools, openssl)"
     if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)
