@@ -14,6 +14,7 @@ from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
 
 log = get_logger(__name__)
+_MARKS = ",".join("?" * len(FINISHED))
 
 
 def purge_finished_series(index: Index, spool: Spool, retention_days: int,
@@ -21,15 +22,29 @@ def purge_finished_series(index: Index, spool: Spool, retention_days: int,
     """Delete spooled instances of finished series older than ``retention_days``."""
     now = time.time() if now is None else now
     cutoff = now - retention_days * 86400
-    marks = ",".join("?" * len(FINISHED))
     rows = index.query(
-        f"SELECT series_uid, study_uid FROM series WHERE state IN ({marks}) "
+        f"SELECT series_uid FROM series WHERE state IN ({_MARKS}) "
         "AND updated_at < ? AND purged_at IS NULL", (*FINISHED, cutoff))
-    for row in rows:
-        spool.remove_series(row["study_uid"], row["series_uid"])
-        with index.transaction() as db:
-            db.execute("DELETE FROM instances WHERE series_uid=?", (row["series_uid"],))
-            db.execute("UPDATE series SET purged_at=? WHERE series_uid=?",
-                       (now, row["series_uid"]))
-        log.info("series_purged", series_uid=row["series_uid"], retention_days=retention_days)
-    return [row["series_uid"] for row in rows]
+    purged = [row["series_uid"] for row in rows if _purge(index, spool, row["series_uid"],
+                                                          cutoff)]
+    for series_uid in purged:
+        log.info("series_purged", series_uid=series_uid, retention_days=retention_days)
+    return purged
+
+
+def _purge(index: Index, spool: Spool, series_uid: str, cutoff: float) -> bool:
+    """Forget the series' instances in one transaction that re-checks its state, then delete
+    exactly those files: an instance that arrives meanwhile reopens the series and is kept."""
+    started = time.time()
+    with index.transaction() as db:
+        cur = db.execute(f"UPDATE series SET purged_at=? WHERE series_uid=? AND state IN "
+                         f"({_MARKS}) AND updated_at < ? AND purged_at IS NULL",
+                         (started, series_uid, *FINISHED, cutoff))
+        if cur.rowcount != 1:
+            return False
+        paths = [r[0] for r in db.execute("SELECT path FROM instances WHERE series_uid=?",
+                                          (series_uid,))]
+        db.execute("DELETE FROM instances WHERE series_uid=?", (series_uid,))
+    for path in paths:
+        spool.remove_if_older(path, started)
+    return True

@@ -63,9 +63,16 @@ class Spool:
             removed += 1
         return removed
 
-    def remove_series(self, study_uid: str, series_uid: str) -> None:
-        if is_valid_uid(study_uid) and is_valid_uid(series_uid):
-            shutil.rmtree(self.root / study_uid / series_uid, ignore_errors=True)
+    def remove_if_older(self, relative_path: str, before: float) -> None:
+        """Delete a spooled file unless it was written at or after ``before`` (a new copy),
+        and its series folder once empty."""
+        path = self.root / relative_path
+        try:
+            if path.stat().st_mtime < before:
+                path.unlink()
+            path.parent.rmdir()  # only succeeds when empty
+        except OSError:  # already gone, or the folder is not empty
+            pass
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

@@ -150,3 +150,19 @@ def test_retention_purges_only_old_finished_series(tmp_path, index):
     assert not (spool.root / "1.2" / series_uid).exists()
     other = "1.2.4" if series_uid == "1.2.3" else "1.2.3"
     assert (spool.root / "1.2" / other).exists()  # queued, not finished: kept
+
+
+def test_retention_keeps_a_copy_written_after_it_decided(tmp_path, index):
+    import os
+
+    spool = Spool(tmp_path / "spool")
+    path = spool.instance_path("1.2", "1.2.3", "1.2.3.1")
+    spool.write_atomic(path, b"old")
+    record(index, "1.2.3.1", "1.2.3")
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, _, _ = index.claim_job()
+    index.finish_job(job_id, SeriesState.DONE)
+    future = time.time() + 3600
+    os.utime(path, (future, future))  # as if the PACS sent it again during the purge
+    assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
+    assert path.read_bytes() == b"old"
