@@ -1,9 +1,11 @@
+import queue
 import socket
+import time
 import threading
 
 import pytest
 
-from cdss_node.dicom import transport
+from cdss_node.dicom import reactor_wait, transport
 
 
 class FakeAssociationSocket:
@@ -49,3 +51,41 @@ def test_apply_patches_the_checked_release_only(monkeypatch):
     monkeypatch.setattr(pynetdicom, "__version__", "3.0.4")
     assert transport.apply() is True
     assert AssociationSocket.recv is transport.recv_into_buffer
+
+
+def test_malloc_is_told_to_keep_large_buffers_on_the_heap():
+    assert transport.keep_buffers_on_heap() is True  # glibc, as on every machine we run on
+
+
+class _Reactor(threading.Thread):
+    """Stands for a pynetdicom reactor thread that naps on a queue."""
+
+    def __init__(self, clock, nap_s):
+        super().__init__()
+        self.clock, self.nap_s, self.waited = clock, nap_s, None
+
+    def run(self):
+        started = time.monotonic()
+        self.clock.sleep(self.nap_s)
+        self.waited = time.monotonic() - started
+
+
+def test_reactor_nap_ends_when_its_queue_gets_work():
+    work = queue.Queue()
+    clock = reactor_wait.QueueWaitClock(
+        lambda thread, seconds: work if isinstance(thread, _Reactor) else None)
+    reactor = _Reactor(clock, nap_s=5.0)
+    reactor.start()
+    time.sleep(0.05)
+    work.put("message")
+    reactor.join(2.0)
+    assert not reactor.is_alive() and reactor.waited < 1.0
+
+
+def test_other_threads_and_naps_sleep_as_time_sleep_does():
+    clock = reactor_wait.QueueWaitClock(lambda thread, seconds: None)
+    started = time.monotonic()
+    clock.sleep(0.05)
+    assert time.monotonic() - started >= 0.05
+    assert clock.monotonic is time.monotonic  # the rest of the time module passes through
+    assert reactor_wait.association_queue(threading.current_thread(), 0.001) is None
