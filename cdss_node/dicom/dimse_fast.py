@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import struct
 
-from pynetdicom.dimse_messages import C_STORE_RQ, C_STORE_RSP
+from io import BytesIO
+
+from pydicom.dataset import Dataset
+from pynetdicom.dimse_messages import _COMMAND_SET_KEYWORDS, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
@@ -42,6 +45,7 @@ _STORE_RQ_ELEMENTS = {0x0000, AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, PRI
 _ORIGINAL = {
     (P_DATA_TF, "decode"): P_DATA_TF.decode,
     (C_STORE_RQ, "message_to_primitive"): C_STORE_RQ.message_to_primitive,
+    (C_STORE_RSP, "__init__"): C_STORE_RSP.__init__,
     (C_STORE_RSP, "primitive_to_message"): C_STORE_RSP.primitive_to_message,
     (C_STORE_RSP, "encode_msg"): C_STORE_RSP.encode_msg,
 }
@@ -140,10 +144,22 @@ def _is_plain_success(primitive: C_STORE) -> bool:
             and primitive.MessageIDBeingRespondedTo is not None)
 
 
+def new_response(self: C_STORE_RSP) -> None:
+    """A C-STORE-RSP message whose pydicom command set is filled in only if pynetdicom's
+    own path encodes it (building it costs more than encoding a Success)."""
+    self.context_id = None
+    self.encoded_command_set, self.data_set = BytesIO(), BytesIO()
+    self.command_set = Dataset()
+    self._data_set_path = self._data_set_file = None
+    self._fast_command_set = None
+
+
 def response_to_message(self: C_STORE_RSP, primitive: C_STORE) -> None:
     """Encode a plain Success now; any other response as pynetdicom does."""
     self._fast_command_set = None
     if not _is_plain_success(primitive):
+        for keyword in _COMMAND_SET_KEYWORDS["C-STORE-RSP"]:  # as pynetdicom's __init__
+            setattr(self.command_set, keyword, None)
         _ORIGINAL[(C_STORE_RSP, "primitive_to_message")](self, primitive)
         return
     self._fast_command_set = encode_success(
@@ -167,6 +183,7 @@ def encode_response(self: C_STORE_RSP, context_id: int, max_pdu_length: int):
 _FAST = {
     (P_DATA_TF, "decode"): decode_p_data_tf,
     (C_STORE_RQ, "message_to_primitive"): store_request_primitive,
+    (C_STORE_RSP, "__init__"): new_response,
     (C_STORE_RSP, "primitive_to_message"): response_to_message,
     (C_STORE_RSP, "encode_msg"): encode_response,
 }
