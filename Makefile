@@ -2,6 +2,8 @@
 #   make demo   set up .venv, start the node, send sample_dicom/ to it, show what happened
 #   make test   set up .venv (and, as root on Debian, dcmtk + dicom3tools), run the tests
 VENV ?= .venv
+# torch: this version's CPU build is on the build machines' disk; other versions are GBs.
+TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 APT_TOOLS := dcmtk dicom3tools openssl
 
@@ -14,6 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q numpy setuptools wheel versioneer
 	$(PY) -m pip install -q --no-build-isolation 'pyradiomics>=3.0.1'
+	$(PY) -m pip install -q 'torch==$(TORCH_VERSION)'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

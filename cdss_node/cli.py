@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     check = _command(sub, "check-config", cmd_check_config, "list every problem of a file")
     check.add_argument("file", type=Path)
     _command(sub, "config-default", cmd_config_default, "print the complete default file")
+    analyze = _command(sub, "analyze", cmd_analyze,
+                       "analyse one CT series folder: result.json and tumor_mask.nii.gz")
+    analyze.add_argument("folder", type=Path, help="folder with the DICOM files of one series")
+    analyze.add_argument("--out", type=Path, required=True, help="folder for the result files")
+    analyze.add_argument("--bundle", help="model bundle folder (default: [analysis] bundle)")
+    analyze.add_argument("--segmenter", choices=("default", "lungtumormask"))
+    analyze.add_argument("--unet-weights", help="LungTumorMask-compatible weights file")
+    analyze.add_argument("--device", choices=("auto", "cpu", "cuda"))
     demo = _command(sub, "demo", cmd_demo, "start the node, send the sample series, show it")
     demo.add_argument("--series", type=Path, default=Path("sample_dicom/series"),
                       help="folder of DICOM files to send (default: sample_dicom/series)")
@@ -129,6 +137,23 @@ def format_status(index_path: Path, counts: dict[str, int], rows: list) -> str:
         if r.reason:
             lines.append(f"{'':<49}{r.reason}")
     return "\n".join(lines)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from cdss_node.analysis import analyze_folder
+
+    config = load_config(args.config)
+    configure_logging("warning" if config.logging.level == "info" else config.logging.level,
+                      config.logging.format)
+    overrides = {key: getattr(args, key) for key in ("bundle", "segmenter", "unet_weights",
+                                                     "device") if getattr(args, key)}
+    try:
+        outcome = analyze_folder(args.folder, args.out, config.analysis, **overrides)
+    except (OSError, ValueError) as exc:  # a missing folder, a damaged bundle, bad weights
+        print(f"cdss-node analyze: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(outcome.summary())
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -97,6 +97,26 @@ class LoggingSection:
 
 
 @dataclass(frozen=True)
+class AnalysisSection:
+    bundle: str = _key(
+        "", "Folder of the model bundle (manifest.json + fold weights). Empty: the built-in "
+        "default bundle, trained on synthetic data and not for clinical use.")
+    segmenter: str = _key(
+        "default", "Tumor segmenter: default (the node's own, no weights) or lungtumormask "
+        "(a 3D U-Net; needs unet_weights).", choices=("default", "lungtumormask"))
+    unet_weights: str = _key(
+        "", "Local file of LungTumorMask-compatible weights (dc_student.pth); nothing is "
+        "ever downloaded.")
+    device: str = _key("auto", "auto (CUDA when present, else CPU), cpu or cuda.",
+                       choices=("auto", "cpu", "cuda"))
+    job_timeout_s: float = _key(
+        900.0, "Seconds one analysis may take before its worker process is stopped.", min=10.0)
+    max_attempts: int = _key(
+        2, "Attempts per series before it is marked failed (a crash or timeout retries).",
+        min=1, max=10)
+
+
+@dataclass(frozen=True)
 class Destination:
     name: str
     ae_title: str
@@ -111,6 +131,7 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     series: SeriesSection = field(default_factory=SeriesSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
     destinations: tuple[Destination, ...] = ()
 
     @property
@@ -128,6 +149,7 @@ SECTIONS: dict[str, type] = {
     "store": StoreSection,
     "series": SeriesSection,
     "logging": LoggingSection,
+    "analysis": AnalysisSection,
 }
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -324,6 +346,18 @@ def _cross_checks(config: Config) -> list[str]:
         if (p := ae_title_problem(entry.split("@", 1)[0])) is not None:
             problems.append(f"security.allowed_calling_aets: {p}")
     problems.extend(_tls_problems(config.security))
+    problems.extend(_analysis_problems(config.analysis))
+    return problems
+
+
+def _analysis_problems(analysis: AnalysisSection) -> list[str]:
+    problems = []
+    if analysis.bundle and not (Path(analysis.bundle) / "manifest.json").is_file():
+        problems.append(f"analysis.bundle: no manifest.json in {analysis.bundle!r}")
+    if analysis.segmenter == "lungtumormask" and not analysis.unet_weights:
+        problems.append("analysis.unet_weights: needed by segmenter = \"lungtumormask\"")
+    if analysis.unet_weights and not Path(analysis.unet_weights).is_file():
+        problems.append(f"analysis.unet_weights: no such file {analysis.unet_weights!r}")
     return problems
 
 

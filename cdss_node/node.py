@@ -1,4 +1,5 @@
-"""The running node: index, spool, receiver and the periodic work, started and stopped together."""
+"""The running node: index, spool, receiver, worker and the periodic work, started and stopped
+together."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
 from cdss_node.store.retention import purge_finished_series
 from cdss_node.store.spool import Spool
+from cdss_node.worker import Worker
 
 log = get_logger(__name__)
 
@@ -32,6 +34,7 @@ class Node:
         rule = CompletionRule(config.series.grace_s, config.series.quiet_s)
         self.tracker = SeriesTracker(self.index, rule)
         self.receiver = Receiver(config, self.index, self.spool, self._after_association)
+        self.worker = Worker(config, self.index, self.spool.root)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
 
     def start(self) -> None:
@@ -43,16 +46,18 @@ class Node:
         self._schedule_periodic()
         self.scheduler.start()
         self.receiver.start()
+        self.worker.start()
 
     def stop(self) -> None:
         self.receiver.stop()
         self.scheduler.shutdown(wait=True)
+        self.worker.stop()
         self.index.close()
         log.info("node_stopped")
 
     def _schedule_periodic(self) -> None:
         series = self.config.series
-        self.scheduler.add_job(self.tracker.check, "interval", seconds=series.check_interval_s,
+        self.scheduler.add_job(self._check_completion, "interval", seconds=series.check_interval_s,
                                id="completion", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._retention, "interval", seconds=RETENTION_EVERY_S,
                                id="retention", max_instances=1, coalesce=True,
@@ -61,7 +66,11 @@ class Node:
     def _after_association(self) -> None:
         """Check completion as soon as the grace period after a release has passed."""
         when = datetime.now(timezone.utc) + timedelta(seconds=self.config.series.grace_s + 0.05)
-        self.scheduler.add_job(self.tracker.check, "date", run_date=when)
+        self.scheduler.add_job(self._check_completion, "date", run_date=when)
+
+    def _check_completion(self) -> None:
+        if self.tracker.check():
+            self.worker.wake()
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)

@@ -1,7 +1,8 @@
 """``cdss-train``: make data for, train and validate the node's models.
 
-Today it makes synthetic chest CTs with a tumor of known mask (``synth-ct``); the cohort,
-fitting, evaluation and export commands of the paper's experiment build on it.
+Today it makes synthetic chest CTs with a tumor of known mask (``synth-ct``) and trains the
+node's default bundle on a synthetic cohort (``default-bundle``); the cohort, fitting,
+evaluation and export commands of the paper's experiment build on them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,31 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--tumor-diameter", type=float, default=30.0, help="mm (default 30)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth_ct)
+    bundle = sub.add_parser(
+        "default-bundle", help="train the node's default bundle on the synthetic cohort",
+        description="Train the radiomics + clinical network fivefold on a synthetic cohort "
+        "and export it as a bundle the node loads. Synthetic data: not for clinical use.")
+    bundle.add_argument("out", type=Path, help="new bundle folder (must not exist)")
+    bundle.add_argument("--cases", type=int, default=240)
+    bundle.add_argument("--seed", type=int, default=2024)
+    bundle.add_argument("--folds", type=int, default=5)
+    bundle.set_defaults(func=cmd_default_bundle)
     return parser
+
+
+def cmd_default_bundle(args: argparse.Namespace) -> int:
+    from training.default_bundle import build_default_bundle
+
+    if args.out.exists():
+        print(f"cdss-train default-bundle: {args.out} exists; give a new folder",
+              file=sys.stderr)
+        return 2
+    if args.cases < 4 * args.folds or args.folds < 2:
+        print("cdss-train default-bundle: need --folds >= 2 and --cases >= 4 x folds",
+              file=sys.stderr)
+        return 2
+    build_default_bundle(args.out, cases=args.cases, seed=args.seed, folds=args.folds)
+    return 0
 
 
 def cmd_synth_ct(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS series_associations (
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, generation INTEGER NOT NULL,
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
-    started_at REAL, finished_at REAL, error TEXT);
+    started_at REAL, finished_at REAL, error TEXT, result_file TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE TABLE IF NOT EXISTS series_events (
     id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, at REAL NOT NULL,
@@ -97,6 +97,13 @@ class Index:
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Columns added since the first release, for an index made by an older node."""
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "result_file" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN result_file TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -239,18 +246,43 @@ class Index:
             self._set_state(db, row["series_uid"], SeriesState.PROCESSING, "job started", now)
             return row["id"], row["series_uid"], row["generation"]
 
-    def finish_job(self, job_id: int, state: SeriesState, reason: str | None = None) -> bool:
+    def series_paths(self, series_uid: str) -> list[str]:
+        """Spool paths (relative to the spool) of the series' instances."""
+        rows = self.query("SELECT path FROM instances WHERE series_uid=? ORDER BY path",
+                          (series_uid,))
+        return [row["path"] for row in rows]
+
+    def finish_job(self, job_id: int, state: SeriesState, reason: str | None = None,
+                   result_file: str | None = None) -> bool:
         """Record a job's outcome; False if its series was reopened meanwhile (superseded)."""
         now = time.time()
         with self.transaction() as db:
-            cur = db.execute("UPDATE jobs SET state=?, finished_at=?, error=? WHERE id=? AND "
-                             "state='running'", (state.value, now, reason, job_id))
+            cur = db.execute("UPDATE jobs SET state=?, finished_at=?, error=?, result_file=? "
+                             "WHERE id=? AND state='running'",
+                             (state.value, now, reason, result_file, job_id))
             if cur.rowcount != 1:
                 return False
             series_uid = db.execute("SELECT series_uid FROM jobs WHERE id=?",
                                     (job_id,)).fetchone()[0]
             self._set_state(db, series_uid, state, reason, now)
             return True
+
+    def retry_or_fail(self, job_id: int, reason: str, max_attempts: int) -> SeriesState | None:
+        """A job that crashed or timed out: queued again while attempts remain, else failed.
+        None if its series was reopened meanwhile."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT series_uid, attempts FROM jobs WHERE id=? AND "
+                             "state='running'", (job_id,)).fetchone()
+            if row is None:
+                return None
+            to = SeriesState.QUEUED if row["attempts"] < max_attempts else SeriesState.FAILED
+            db.execute("UPDATE jobs SET state=?, error=?, started_at=NULL, finished_at=? "
+                       "WHERE id=?", (to.value, reason,
+                                      None if to == SeriesState.QUEUED else now, job_id))
+            note = f"attempt {row['attempts']} of {max_attempts}: {reason}"
+            self._set_state(db, row["series_uid"], to, note, now)
+            return to
 
     def _set_state(self, db: sqlite3.Connection, series_uid: str, to: SeriesState,
                    reason: str | None, now: float) -> None:

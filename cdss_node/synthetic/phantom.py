@@ -76,6 +76,7 @@ class PhantomSpec:
     tumor_diameter_mm: float = 30.0
     noise_hu: float = 12.0
     seed: int = 0
+    tumor_hu: float = HU_TUMOR    # mean density: solid about 30 HU, part-solid lower
 
     def __post_init__(self) -> None:
         for name in ("rows", "columns"):
@@ -91,6 +92,8 @@ class PhantomSpec:
         _require(_is_positive(self.noise_hu) or self.noise_hu == 0, "noise_hu",
                  "a finite value >= 0 HU", self.noise_hu)
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0", self.seed)
+        _require(isinstance(self.tumor_hu, (int, float)) and -700 <= self.tumor_hu <= 200,
+                 "tumor_hu", "a density in -700..200 HU", self.tumor_hu)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -152,7 +155,7 @@ def make_chest_phantom(spec: PhantomSpec = PhantomSpec()) -> ChestPhantom:
     hu[lung] = HU_LUNG
     hu[_vessels(rng, spec, z, y, x) & lung] = HU_VESSEL
     tumor = _tumor(spec, centre, z, y, x) & lung
-    hu[tumor] = HU_TUMOR
+    hu[tumor] = spec.tumor_hu
     if spec.noise_hu > 0:
         hu += rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.noise_hu)
     hu = np.clip(np.rint(hu), HU_MIN, HU_MAX).astype(np.int16)

@@ -1,0 +1,116 @@
+"""One CT series from files to an EGFR prediction: the paper's pipeline, stage by stage.
+
+``load_volume → cnn_input → segment → radiomics / clinical / tumor crop → predict_egfr``.
+Each stage is timed. A series the node cannot analyse (a defect of the series, or no tumor
+found) ends as ``not_evaluable`` with its coded reason; anything else that goes wrong raises.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from cdss_node.model.bundle import ModelBundle
+from cdss_node.model.network import uses_image
+from cdss_node.model.predict import predict_egfr
+from cdss_node.pipeline.clinical import SuppliedFacts, clinical_vector
+from cdss_node.pipeline.crop import tumor_crop
+from cdss_node.pipeline.load import load_volume
+from cdss_node.pipeline.preprocess import cnn_input
+from cdss_node.pipeline.radiomics import extract_radiomics
+from cdss_node.pipeline.reasons import NotEvaluableReason
+from cdss_node.pipeline.records import (
+    ClinicalVector,
+    CTVolume,
+    EgfrPrediction,
+    NotEvaluable,
+    RadiomicsFeatures,
+    TumorCrop,
+    TumorMask,
+    require,
+)
+from cdss_node.pipeline.segment import Segmenter
+
+OK, NOT_EVALUABLE = "ok", "not_evaluable"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the pipeline made of one series; the fields after ``status`` are filled as far as
+    the pipeline got."""
+
+    status: str                                   # ok | not_evaluable
+    reason: NotEvaluableReason | None = None
+    detail: str | None = None
+    volume: CTVolume | None = None
+    tumor: TumorMask | None = None
+    radiomics: RadiomicsFeatures | None = None
+    clinical: ClinicalVector | None = None
+    crop: TumorCrop | None = None
+    prediction: EgfrPrediction | None = None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(self.status in (OK, NOT_EVALUABLE), "status", f"{OK} or {NOT_EVALUABLE}",
+                self.status)
+        if self.status == OK:
+            require(self.prediction is not None, "prediction", "an EgfrPrediction when ok",
+                    None)
+        else:
+            require(self.reason is not None, "reason", "a coded reason when not evaluable",
+                    None)
+
+
+class StageClock:
+    """Seconds per stage, in the order the stages ran."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 4)
+
+
+def analyze_series(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
+                   supplied: SuppliedFacts = SuppliedFacts()) -> Analysis:
+    """Run the pipeline on the files of one series."""
+    clock, found = StageClock(), {}
+    try:
+        _run(paths, segmenter, bundle, supplied, clock, found)
+    except NotEvaluable as rejected:
+        return Analysis(status=NOT_EVALUABLE, reason=rejected.reason, detail=rejected.detail,
+                        stage_seconds=clock.seconds, **found)
+    return Analysis(status=OK, stage_seconds=clock.seconds, **found)
+
+
+def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
+         supplied: SuppliedFacts, clock: StageClock, found: dict) -> None:
+    """The stages; each record is put into ``found`` as soon as it exists."""
+    with clock.stage("load"):
+        volume = found["volume"] = load_volume(paths)
+    with clock.stage("preprocess"):
+        image = cnn_input(volume)
+    with clock.stage("segment"):
+        tumor = found["tumor"] = segmenter.segment(volume)
+    if not tumor.found:
+        raise NotEvaluable(NotEvaluableReason.NO_TUMOR_FOUND,
+                           f"{segmenter.name} {segmenter.version} found no primary lung tumor "
+                           f"among {tumor.candidates} candidates")
+    with clock.stage("radiomics"):
+        found["radiomics"] = extract_radiomics(volume, tumor)
+    with clock.stage("clinical"):
+        found["clinical"] = clinical_vector(volume.header, bundle.description.clinical.scaling,
+                                            supplied)
+    with clock.stage("crop"):
+        found["crop"] = tumor_crop(image, tumor)
+    with clock.stage("predict"):
+        crop = found["crop"] if uses_image(bundle.description.architecture) else None
+        found["prediction"] = predict_egfr(bundle, crop, found["radiomics"], found["clinical"])

@@ -1,0 +1,202 @@
+"""The worker: claims analysis jobs from the index and runs each in a separate process.
+
+The analysis process (spawned, so the GPU and torch live only there) loads the model bundle
+and the segmenter once and then analyses series as they are handed to it. The node's thread
+waits for each answer at most ``[analysis] job_timeout_s``; a process that overruns or dies is
+replaced, and the job is queued again until ``max_attempts`` is reached, then marked failed.
+A series that cannot be analysed is ``not_evaluable`` with its coded reason. Jobs are never
+dropped: while no analysis process can be started (a damaged bundle, say), they stay queued,
+and the log says why every minute.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from structlog.contextvars import bound_contextvars
+
+from cdss_node.analysis import AnalysisSettings, Outcome
+from cdss_node.config import Config
+from cdss_node.logs import configure_logging, get_logger
+from cdss_node.store.index import Index
+from cdss_node.store.states import SeriesState
+
+log = get_logger(__name__)
+
+RESULTS_DIR = "results"
+START_TIMEOUT_S = 300.0     # loading torch, the bundle and the segmenter
+RESTART_EVERY_S = 60.0      # while the analysis process cannot be started
+IDLE_POLL_S = 1.0
+
+
+class AnalysisFailed(RuntimeError):
+    """The analysis process timed out, died or raised; the message says which."""
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    paths: tuple[str, ...]
+    out_dir: str
+
+
+def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt: str) -> None:
+    """The analysis process: load once, then answer requests until the pipe closes."""
+    configure_logging(level, fmt)
+    from cdss_node.analysis import Analyzer
+
+    try:
+        analyzer = Analyzer(settings)
+    except Exception as error:  # a bundle or weights file that cannot be loaded
+        conn.send(("error", f"{type(error).__name__}: {error}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            request: AnalysisRequest = conn.recv()
+        except EOFError:
+            return
+        conn.send(_answer(analyzer, request))
+
+
+def _answer(analyzer, request: AnalysisRequest) -> tuple[str, object]:
+    try:
+        paths = [Path(p) for p in request.paths]
+        return "ok", analyzer.analyze(paths, Path(request.out_dir))
+    except Exception as error:  # the one broad catch: the worker loop's top
+        log.exception("analysis_failed")
+        return "error", f"{type(error).__name__}: {error}"
+
+
+class AnalysisProcess:
+    """The parent's handle on one analysis process."""
+
+    def __init__(self, settings: AnalysisSettings, level: str, fmt: str):
+        self._args = (settings, level, fmt)
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._conn: Connection | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=serve_analyses, args=(child, *self._args),
+                                        name="cdss-analysis", daemon=True)
+        self._process.start()
+        child.close()
+        self._receive(timeout_s, "starting")
+
+    def run(self, request: AnalysisRequest, timeout_s: float) -> Outcome:
+        assert self._conn is not None, "start() first"
+        self._conn.send(request)
+        return self._receive(timeout_s, "analysing")  # type: ignore[return-value]
+
+    def _receive(self, timeout_s: float, doing: str) -> object:
+        conn = self._conn
+        if not conn.poll(timeout_s):
+            self.stop()
+            raise AnalysisFailed(f"analysis process timed out after {timeout_s:.0f} s {doing}")
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, ConnectionError):
+            code = self.stop()
+            raise AnalysisFailed(f"analysis process died {doing} (exit code {code})") from None
+        if kind == "error":
+            if doing == "starting":
+                self.stop()
+            raise AnalysisFailed(str(payload))
+        return payload
+
+    def stop(self) -> int | None:
+        if self._conn is not None:
+            self._conn.close()
+        process, self._process, self._conn = self._process, None, None
+        if process is None:
+            return None
+        process.join(2.0)
+        if process.is_alive():
+            process.kill()
+            process.join(5.0)
+        return process.exitcode
+
+
+class Worker:
+    """A thread of the node: job after job, each in the analysis process."""
+
+    def __init__(self, config: Config, index: Index, spool_root: Path):
+        self.config, self.index, self.spool_root = config, index, spool_root
+        self.results_root = config.data_path / RESULTS_DIR
+        self.process = AnalysisProcess(AnalysisSettings.from_config(config.analysis),
+                                       config.logging.level, _child_format(config))
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="cdss-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(30.0)
+        self.process.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if not self._ensure_process():
+                self._stop.wait(RESTART_EVERY_S)
+                continue
+            job = self.index.claim_job()
+            if job is None:
+                self._wake.wait(IDLE_POLL_S)
+                self._wake.clear()
+                continue
+            self.run_job(*job)
+
+    def _ensure_process(self) -> bool:
+        if self.process.alive:
+            return True
+        try:
+            self.process.start()
+        except AnalysisFailed as error:
+            log.error("analysis_unavailable", error=str(error),
+                      consequence="completed series stay queued until this is fixed",
+                      retry_in_s=RESTART_EVERY_S)
+            return False
+        log.info("analysis_process_ready")
+        return True
+
+    def run_job(self, job_id: int, series_uid: str, generation: int) -> None:
+        with bound_contextvars(job_id=job_id, series_uid=series_uid):
+            request = AnalysisRequest(
+                paths=tuple(str(self.spool_root / p) for p in self.index.series_paths(series_uid)),
+                out_dir=str(self.results_root / series_uid / f"g{generation}"))
+            log.info("analysis_started", instances=len(request.paths))
+            try:
+                outcome = self.process.run(request, self.config.analysis.job_timeout_s)
+            except AnalysisFailed as error:
+                state = self.index.retry_or_fail(job_id, str(error),
+                                                 self.config.analysis.max_attempts)
+                log.error("analysis_failed", error=str(error), now=state and state.value)
+                return
+            self._record(job_id, outcome)
+
+    def _record(self, job_id: int, outcome: Outcome) -> None:
+        state = SeriesState.DONE if outcome.status == "ok" else SeriesState.NOT_EVALUABLE
+        current = self.index.finish_job(job_id, state, outcome.reason, outcome.result_file)
+        log.info("analysis_finished", status=outcome.status, reason_code=outcome.reason_code,
+                 probability=outcome.probability, label=outcome.label,
+                 result_file=outcome.result_file, superseded=not current)
+
+
+def _child_format(config: Config) -> str:
+    """The analysis process writes to the same stderr; 'auto' there means the node's choice."""
+    return "json" if config.logging.format == "auto" else config.logging.format
