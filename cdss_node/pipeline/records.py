@@ -179,6 +179,55 @@ class ClinicalVector:
                 self.imputed)
 
 
+EGFR_MUTANT = "EGFR mutant"
+EGFR_WILD_TYPE = "EGFR wild type"
+_HEX = frozenset("0123456789abcdef")
+
+
+def egfr_label(probability: float, threshold: float) -> str:
+    """The paper's decision: mutant when the mean probability reaches the threshold."""
+    return EGFR_MUTANT if probability >= threshold else EGFR_WILD_TYPE
+
+
+@dataclass(frozen=True)
+class EgfrPrediction:
+    """The EGFR mutation status: the mean of the fold models' probabilities and its label."""
+
+    probability: float                    # mean of fold_probabilities, in [0, 1]
+    fold_probabilities: tuple[float, ...]  # one per fold model, each in [0, 1]
+    threshold: float                      # the bundle's decision threshold, in (0, 1)
+    label: str                            # EGFR_MUTANT when probability >= threshold
+    model_id: str
+    model_sha256: str                     # the bundle's hash (64 lowercase hex digits)
+
+    def __post_init__(self) -> None:
+        folds = self.fold_probabilities
+        require(isinstance(folds, tuple) and len(folds) >= 1
+                and all(np.isfinite(p) and 0.0 <= p <= 1.0 for p in folds),
+                "fold_probabilities", "a non-empty tuple of numbers in [0, 1]", folds)
+        require(bool(np.isclose(self.probability, float(np.mean(folds)), rtol=0, atol=1e-6)),
+                "probability", f"the mean of the folds ({float(np.mean(folds))})",
+                self.probability)
+        require(0.0 < self.threshold < 1.0, "threshold", "a number in (0, 1)", self.threshold)
+        expected = egfr_label(self.probability, self.threshold)
+        require(self.label == expected, "label", repr(expected), self.label)
+        require(isinstance(self.model_id, str) and bool(self.model_id.strip()), "model_id",
+                "a non-empty string", self.model_id)
+        require(isinstance(self.model_sha256, str) and len(self.model_sha256) == 64
+                and set(self.model_sha256) <= _HEX, "model_sha256", "64 lowercase hex digits",
+                self.model_sha256)
+
+    @classmethod
+    def from_folds(cls, fold_probabilities: tuple[float, ...], threshold: float,
+                   model_id: str, model_sha256: str) -> EgfrPrediction:
+        """The prediction as the paper makes it: the mean of the fold models, then the label."""
+        folds = tuple(float(p) for p in fold_probabilities)
+        probability = float(np.mean(folds)) if folds else float("nan")
+        return cls(probability=probability, fold_probabilities=folds, threshold=threshold,
+                   label=egfr_label(probability, threshold), model_id=model_id,
+                   model_sha256=model_sha256)
+
+
 class NotEvaluable(Exception):
     """A series the node cannot analyse, with its coded reason and a sentence for the SR."""
 

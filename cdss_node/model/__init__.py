@@ -1,0 +1,1 @@
+"""The multimodal EGFR network, its model bundle and the fivefold inference."""

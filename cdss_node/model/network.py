@@ -1,0 +1,125 @@
+"""The multimodal network of Kim et al. (Sci Rep 2024).
+
+In the paper's words: the tumor image goes through a 3D CNN (EfficientNet-b7, ResNet34 or
+DenseNet264, from MONAI) that extracts 512 image features; the radiomics and clinical features
+go through a fully connected layer of 512 with batch normalization and dropout; the two are
+concatenated (1024) and a fully connected layer with tanh and a last fully connected layer
+give the EGFR logit. The "tabular" variant is the paper's radiomics + clinical model: the same
+tabular branch, then the tanh head, with no image.
+
+Every network takes ``(image, radiomics, clinical)`` and returns one logit per case, shape (B,).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+IMAGE_FEATURES = 512       # the CNN's image features
+TABULAR_FEATURES = 512     # the radiomics + clinical branch's width
+DEFAULT_HIDDEN = 256       # the tanh layer of the classifier head
+DEFAULT_DROPOUT = 0.3
+TABULAR = "tabular"
+
+
+def _efficientnet_b7() -> nn.Module:
+    from monai.networks.nets import EfficientNetBN
+
+    return EfficientNetBN("efficientnet-b7", pretrained=False, spatial_dims=3, in_channels=1,
+                          num_classes=IMAGE_FEATURES)
+
+
+def _resnet34() -> nn.Module:
+    from monai.networks.nets import resnet34
+
+    return resnet34(pretrained=False, spatial_dims=3, n_input_channels=1,
+                    num_classes=IMAGE_FEATURES)
+
+
+def _densenet264() -> nn.Module:
+    from monai.networks.nets import DenseNet264
+
+    return DenseNet264(spatial_dims=3, in_channels=1, out_channels=IMAGE_FEATURES,
+                       pretrained=False)
+
+
+CNN_BACKBONES: dict[str, Callable[[], nn.Module]] = {
+    "efficientnet-b7": _efficientnet_b7,
+    "resnet34": _resnet34,
+    "densenet264": _densenet264,
+}
+ARCHITECTURES = (*CNN_BACKBONES, TABULAR)
+
+
+class TabularBranch(nn.Sequential):
+    """Radiomics + clinical features → Linear(512) → BatchNorm → Dropout."""
+
+    def __init__(self, n_inputs: int, dropout: float):
+        super().__init__(nn.Linear(n_inputs, TABULAR_FEATURES),
+                         nn.BatchNorm1d(TABULAR_FEATURES), nn.Dropout(dropout))
+
+
+class ClassifierHead(nn.Sequential):
+    """Linear → tanh → Linear → one EGFR logit."""
+
+    def __init__(self, n_inputs: int, hidden: int):
+        super().__init__(nn.Linear(n_inputs, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+
+class MultimodalNetwork(nn.Module):
+    """CNN image features (512) and tabular features (512) concatenated (1024) → head → logit."""
+
+    def __init__(self, cnn: nn.Module, n_tabular: int, hidden: int, dropout: float):
+        super().__init__()
+        self.cnn = cnn
+        self.tabular = TabularBranch(n_tabular, dropout)
+        self.head = ClassifierHead(IMAGE_FEATURES + TABULAR_FEATURES, hidden)
+
+    def forward(self, image: torch.Tensor, radiomics: torch.Tensor,
+                clinical: torch.Tensor) -> torch.Tensor:
+        image_features = self.cnn(image)
+        tabular_features = self.tabular(torch.cat([radiomics, clinical], dim=1))
+        return self.head(torch.cat([image_features, tabular_features], dim=1)).squeeze(1)
+
+
+class TabularNetwork(nn.Module):
+    """The paper's radiomics + clinical model: tabular branch → head → logit; no image."""
+
+    def __init__(self, n_tabular: int, hidden: int, dropout: float):
+        super().__init__()
+        self.tabular = TabularBranch(n_tabular, dropout)
+        self.head = ClassifierHead(TABULAR_FEATURES, hidden)
+
+    def forward(self, image: torch.Tensor | None, radiomics: torch.Tensor,
+                clinical: torch.Tensor) -> torch.Tensor:
+        return self.head(self.tabular(torch.cat([radiomics, clinical], dim=1))).squeeze(1)
+
+
+def uses_image(architecture: str) -> bool:
+    """Whether the architecture has a CNN branch and so needs the tumor image."""
+    _check_architecture(architecture)
+    return architecture != TABULAR
+
+
+def build_network(architecture: str, n_radiomics: int, n_clinical: int,
+                  hidden: int = DEFAULT_HIDDEN, dropout: float = DEFAULT_DROPOUT) -> nn.Module:
+    """The paper's network for one fold, freshly initialised (nothing is downloaded)."""
+    _check_architecture(architecture)
+    for name, value in (("n_radiomics", n_radiomics), ("n_clinical", n_clinical),
+                        ("hidden", hidden)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, found {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a number in [0, 1), found {dropout!r}")
+    n_tabular = n_radiomics + n_clinical
+    if architecture == TABULAR:
+        return TabularNetwork(n_tabular, hidden, dropout)
+    return MultimodalNetwork(CNN_BACKBONES[architecture](), n_tabular, hidden, dropout)
+
+
+def _check_architecture(architecture: str) -> None:
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture: expected one of {ARCHITECTURES}, "
+                         f"found {architecture!r}")
