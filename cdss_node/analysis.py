@@ -11,9 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+import torch
+
 from cdss_node.config import AnalysisSection
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
+from cdss_node.model.network import uses_image
 from cdss_node.pipeline.analyze import Analysis, analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
@@ -77,6 +80,8 @@ class Analyzer:
         self.settings = settings
         self.bundle: ModelBundle = load_bundle(settings.bundle_path, device=settings.device)
         self.segmenter: Segmenter = make_segmenter(settings)
+        if not uses_image(self.bundle.description.architecture):
+            torch.set_num_threads(1)  # a small network: more threads only wait on each other
         log.info("analyzer_ready", model_id=self.bundle.model_id, model_sha256=self.bundle.sha256,
                  device=str(self.bundle.device), segmenter=self.segmenter.name,
                  synthetic_model=self.bundle.description.training_data.synthetic)

@@ -114,6 +114,9 @@ class AnalysisSection:
     max_attempts: int = _key(
         2, "Attempts per series before it is marked failed (a crash or timeout retries).",
         min=1, max=10)
+    workers: int = _key(
+        1, "Analysis processes: 1, or 0 to only receive (complete series then wait in state "
+        "queued until a node with a worker runs).", min=0, max=1)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 """``cdss-node demo``: the main job on the embedded defaults, told step by step.
 
 Starts the node, sends a folder of DICOM files to it over a real association, waits until the
-series is complete and queued, prints the node's status, and stops.
+series is complete and analysed, prints the node's status and the analysis result, and stops.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,18 +47,65 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
         f"{seconds:.1f} s ({len(results) / seconds:.0f} images/s)")
     say(f"3. waiting for the series to be complete (grace {config.series.grace_s:g} s) ...")
     settled = node.wait_until_settled(config.series.grace_s + config.series.quiet_s + 5)
-    say("4. the node's index now says (cdss-node status):")
+    latest = series_status(node.index, limit=1)
+    analysed = bool(latest) and _wait_for_analysis(node, config, latest[0].series_uid)
+    say("5. the node's index now says (cdss-node status):")
     from cdss_node.cli import format_status
 
     latest = series_status(node.index, limit=5)
     say(format_status(config.data_path / INDEX_FILE, state_counts(node.index), latest))
     if latest:
-        say("5. what happened to that series:")
+        say("6. what happened to that series:")
         for line in series_history(node, latest[0].series_uid):
             say(f"   {line}")
-    say("   The analysis worker (EGFR model, SEG and SR back to PACS) is not wired into the node "
-        "yet: the series waits in state 'queued'.")
-    return 0 if settled and not failed else 1
+        show_result(node, latest[0].series_uid)
+    say("   Sending SEG and SR back to PACS is the next step of the build (not wired yet).")
+    return 0 if settled and analysed and not failed else 1
+
+
+def _wait_for_analysis(node: Node, config: Config, series_uid: str) -> bool:
+    if node.worker is None:
+        say("4. [analysis] workers = 0: the series waits in state 'queued'")
+        return True
+    say("4. analysing (segmentation, radiomics, clinical facts, EGFR model) ...")
+    started = time.monotonic()
+    state = node.wait_until_analysed(series_uid, config.analysis.job_timeout_s + 300)
+    say(f"   {state or 'not finished'} after {time.monotonic() - started:.1f} s")
+    return state is not None
+
+
+def show_result(node: Node, series_uid: str) -> None:
+    rows = node.index.query("SELECT result_file FROM jobs WHERE series_uid=? AND result_file "
+                            "IS NOT NULL ORDER BY id DESC LIMIT 1", (series_uid,))
+    if not rows:
+        return
+    path = Path(rows[0]["result_file"])
+    result = json.loads(path.read_text(encoding="utf-8"))
+    say(f"7. the result ({path}):")
+    for line in result_lines(result):
+        say(f"   {line}")
+
+
+def result_lines(result: dict) -> list[str]:
+    model = result["model"]
+    lines = [f"model: {model['name']} {model['version']} ({model['folds']} folds)"
+             + (" - TRAINED ON SYNTHETIC DATA, not for clinical use"
+                if model["trained_on_synthetic_data"] else "")]
+    if result["status"] != "ok":
+        reason = result["reason"]
+        return lines + [f"not evaluable: {reason['code']} {reason['meaning']} - "
+                        f"{reason['detail']}"]
+    p, tumor = result["prediction"], result["tumor"]
+    return lines + [
+        f"tumor: {tumor['volume_mm3'] / 1000:.1f} ml at voxel (z, y, x) "
+        f"{tuple(tumor['centre_voxel_zyx'])}, mask in {tumor['mask_file']}",
+        f"EGFR: {p['label']}, probability {p['probability']:.3f} (threshold "
+        f"{p['threshold']:.3f}; folds " + ", ".join(f"{v:.3f}" for v in
+                                                   p["fold_probabilities"]) + ")",
+        f"{len(result['radiomics'])} radiomics features; clinical inputs imputed: "
+        + (", ".join(result["clinical"]["imputed"]) or "none"),
+        "seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                          result["stage_seconds"].items())]
 
 
 def series_history(node: Node, series_uid: str) -> list[str]:

@@ -15,6 +15,7 @@ from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
 from cdss_node.store.retention import purge_finished_series
 from cdss_node.store.spool import Spool
+from cdss_node.store.states import FINISHED
 from cdss_node.worker import Worker
 
 log = get_logger(__name__)
@@ -34,7 +35,8 @@ class Node:
         rule = CompletionRule(config.series.grace_s, config.series.quiet_s)
         self.tracker = SeriesTracker(self.index, rule)
         self.receiver = Receiver(config, self.index, self.spool, self._after_association)
-        self.worker = Worker(config, self.index, self.spool.root)
+        self.worker = (Worker(config, self.index, self.spool.root)
+                       if config.analysis.workers else None)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
 
     def start(self) -> None:
@@ -46,12 +48,14 @@ class Node:
         self._schedule_periodic()
         self.scheduler.start()
         self.receiver.start()
-        self.worker.start()
+        if self.worker:
+            self.worker.start()
 
     def stop(self) -> None:
         self.receiver.stop()
         self.scheduler.shutdown(wait=True)
-        self.worker.stop()
+        if self.worker:
+            self.worker.stop()
         self.index.close()
         log.info("node_stopped")
 
@@ -69,11 +73,21 @@ class Node:
         self.scheduler.add_job(self._check_completion, "date", run_date=when)
 
     def _check_completion(self) -> None:
-        if self.tracker.check():
+        if self.tracker.check() and self.worker:
             self.worker.wake()
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)
+
+    def wait_until_analysed(self, series_uid: str, timeout_s: float) -> str | None:
+        """The series' final state once its analysis has finished, or None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            rows = self.index.query("SELECT state FROM series WHERE series_uid=?", (series_uid,))
+            if rows and rows[0]["state"] in FINISHED:
+                return rows[0]["state"]
+            time.sleep(0.2)
+        return None
 
     def wait_until_settled(self, timeout_s: float) -> bool:
         """Wait until no series is receiving (used by the demo and tests)."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cdss_node.config import Config, NodeSection, SeriesSection, StoreSection
+from cdss_node.config import AnalysisSection, Config, NodeSection, SeriesSection, StoreSection
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,12 +32,14 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
-def node_config(data_dir: Path, **series) -> Config:
-    """A config for a node on 127.0.0.1, a free port, short completion times, no disk reserve."""
+def node_config(data_dir: Path, workers: int = 0, **series) -> Config:
+    """A config for a node on 127.0.0.1, a free port, short completion times, no disk reserve;
+    without an analysis worker unless ``workers=1`` (series then stay queued)."""
     return Config(
         node=NodeSection(host="127.0.0.1", port=free_port(), data_dir=str(data_dir)),
         store=StoreSection(reserve_mb=0),
         series=replace(SeriesSection(grace_s=0.3, quiet_s=30.0, check_interval_s=0.1), **series),
+        analysis=AnalysisSection(workers=workers),
     )
 
 

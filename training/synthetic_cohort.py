@@ -22,8 +22,9 @@ from cdss_node.pipeline.radiomics import extract_radiomics
 from cdss_node.pipeline.records import CTVolume, HeaderFacts, RadiomicsFeatures, TumorMask
 from cdss_node.synthetic.phantom import PhantomSpec, make_chest_phantom
 
-COHORT_GRID = dict(rows=160, columns=160, slices=48, pixel_spacing_mm=2.4,
-                   slice_spacing_mm=4.0)
+FIELD_OF_VIEW_MM = (384.0, 200.0)   # in-plane, along z: the phantom's chest fits
+PIXEL_SPACINGS_MM = (1.5, 2.0, 2.4)  # scanners differ; radiomics must see more than one
+SLICE_SPACINGS_MM = (2.5, 4.0)
 MUTANT_PREVALENCE = 0.4
 MISSING_HEADER_FACT = 0.1   # each header fact is absent this often, to exercise imputation
 
@@ -51,12 +52,19 @@ def draw_case(index: int, seed: int) -> SyntheticCase:
     header = _header(rng, mutant)
     supplied = SuppliedFacts(family_history=bool(rng.random() < (0.2 if mutant else 0.1)),
                              stage=str(rng.choice(STAGES)))
-    spec = PhantomSpec(**COHORT_GRID, seed=int(rng.integers(0, 2**31)),
+    spec = PhantomSpec(**_grid(rng), seed=int(rng.integers(0, 2**31)),
                        tumor_diameter_mm=float(rng.uniform(15, 35) if mutant
                                                else rng.uniform(20, 45)),
                        tumor_hu=float(np.clip(rng.normal(-180, 130) if mutant
                                               else rng.normal(20, 60), -500, 80)))
     return SyntheticCase(f"SYN{seed:03d}-{index:04d}", mutant, header, supplied, spec)
+
+
+def _grid(rng: np.random.Generator) -> dict:
+    pixel, thickness = float(rng.choice(PIXEL_SPACINGS_MM)), float(rng.choice(SLICE_SPACINGS_MM))
+    rows = int(round(FIELD_OF_VIEW_MM[0] / pixel))
+    return dict(rows=rows, columns=rows, slices=int(round(FIELD_OF_VIEW_MM[1] / thickness)),
+                pixel_spacing_mm=pixel, slice_spacing_mm=thickness)
 
 
 def _header(rng: np.random.Generator, mutant: bool) -> HeaderFacts:

@@ -18,7 +18,7 @@ from cdss_node.pipeline.records import CTVolume, RadiomicsFeatures, TumorMask
 
 FEATURE_COUNT = 107
 CROP_MARGIN_VOXELS = 10   # more than PyRadiomics' padDistance (5)
-logging.getLogger("radiomics").setLevel(logging.WARNING)
+logging.getLogger("radiomics").setLevel(logging.ERROR)  # it warns of its own defaults
 
 
 def extract_radiomics(volume: CTVolume, tumor: TumorMask, crop: bool = True

@@ -16,7 +16,8 @@ def write_config(path: Path, data_dir: Path, port: int, grace_s: float = 0.3,
     lines = ["[node]", f'data_dir = "{data_dir}"', f"port = {port}", 'host = "127.0.0.1"',
              "[store]", "reserve_mb = 0", f"fsync = {'true' if fsync else 'false'}",
              "[series]", f"grace_s = {grace_s}", "check_interval_s = 0.1",
-             "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"']
+             "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"',
+             "[analysis]", f"workers = {extra.get('workers', '0')}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 
