@@ -97,7 +97,7 @@ def series_uids(phantom: ChestPhantom, patient: PatientFacts, uid_seed: str,
     The phantom's coordinates are body-fixed, so every series of one study shares its frame.
     """
     study_key = [uid_seed, patient.patient_id]
-    series = str(generate_uid(entropy_srcs=[*study_key, repr(phantom.spec),
+    series = str(generate_uid(entropy_srcs=[*study_key, phantom.spec.identity(),
                                             f"anatomy {ANATOMY_VERSION}", series_description,
                                             "series"]))
     instances = tuple(str(generate_uid(entropy_srcs=[series, "instance", str(k)]))

@@ -113,8 +113,11 @@ def _save_fold(folder: Path, k: int, network: nn.Module, reference: dict,
         raise BundleError(f"networks[{k - 1}]: expected a {description.architecture} network "
                           f"as described, found different weights (keys or shapes)")
     path = folder / fold_file_name(k)
-    save_file(state, str(path), metadata={"model_id": description.model_id, "fold": str(k),
-                                          "architecture": description.architecture})
+    # One metadata key: safetensors writes several in a random order, so the file (and its
+    # sha256) would differ between two saves of the same weights.
+    save_file(state, str(path), metadata={
+        "cdss": f"model_id={description.model_id};fold={k};"
+                f"architecture={description.architecture}"})
     return FoldFile(file=path.name, sha256=hashlib.sha256(path.read_bytes()).hexdigest())
 
 

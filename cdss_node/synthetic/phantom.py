@@ -15,7 +15,7 @@ then noise), so a spec always gives the same arrays.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -76,7 +76,9 @@ class PhantomSpec:
     tumor_diameter_mm: float = 30.0
     noise_hu: float = 12.0
     seed: int = 0
-    tumor_hu: float = HU_TUMOR    # mean density: solid about 30 HU, part-solid lower
+    # mean tumor density: solid about 30 HU, part-solid lower. Left out of the repr, which
+    # feeds the UIDs of written series, so that series written before it existed keep theirs.
+    tumor_hu: float = field(default=HU_TUMOR, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("rows", "columns"):
@@ -98,6 +100,11 @@ class PhantomSpec:
     @property
     def shape(self) -> tuple[int, int, int]:
         return (self.slices, self.rows, self.columns)
+
+    def identity(self) -> str:
+        """Text that differs for every different phantom (for UIDs)."""
+        extra = "" if self.tumor_hu == HU_TUMOR else f", tumor_hu={self.tumor_hu!r}"
+        return repr(self) + extra
 
 
 @dataclass(frozen=True)

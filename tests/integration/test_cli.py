@@ -74,7 +74,7 @@ def test_status_without_index_says_so(tmp_path):
     assert result.returncode == 1 and "no index at" in result.stderr
 
 
-def test_demo_sends_the_committed_sample_and_shows_it_queued(tmp_path):
+def test_demo_sends_the_committed_sample_and_shows_its_analysis(tmp_path):
     env = {**os.environ, "CDSS_NODE_PORT": str(free_port()),
            "CDSS_NODE_DATA_DIR": str(tmp_path / "var"), "CDSS_STORE_RESERVE_MB": "0",
            "CDSS_LOGGING_FORMAT": "json"}
@@ -82,4 +82,6 @@ def test_demo_sends_the_committed_sample_and_shows_it_queued(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 refused" in result.stdout
-    assert "series by state: queued 1" in result.stdout
+    assert "series by state: done 1" in result.stdout
+    assert "TRAINED ON SYNTHETIC DATA, not for clinical use" in result.stdout
+    assert "EGFR: EGFR " in result.stdout and "107 radiomics features" in result.stdout

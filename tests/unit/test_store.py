@@ -166,3 +166,42 @@ def test_retention_keeps_a_copy_written_after_it_decided(tmp_path, index):
     os.utime(path, (future, future))  # as if the PACS sent it again during the purge
     assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
     assert path.read_bytes() == b"old"
+
+
+def test_a_crashed_job_is_retried_then_failed_with_its_reason(index):
+    record(index)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, _, _ = index.claim_job()
+    assert index.retry_or_fail(job_id, "analysis process died", max_attempts=2) == "queued"
+    assert state(index) == "queued" and index.claim_job()[0] == job_id
+    assert index.retry_or_fail(job_id, "timed out after 900 s", max_attempts=2) == "failed"
+    row = index.query("SELECT state, reason FROM series")[0]
+    assert row["state"] == "failed" and row["reason"] == "attempt 2 of 2: timed out after 900 s"
+    assert index.claim_job() is None
+
+
+def test_a_finished_job_keeps_its_result_file_and_the_series_its_paths(index):
+    record(index, "1.2.3.2")
+    record(index, "1.2.3.1")
+    assert index.series_paths("1.2.3") == ["1.2/1.2.3/1.2.3.1.dcm", "1.2/1.2.3/1.2.3.2.dcm"]
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, _, _ = index.claim_job()
+    assert index.finish_job(job_id, SeriesState.DONE, result_file="/r/result.json")
+    assert index.query("SELECT result_file FROM jobs")[0][0] == "/r/result.json"
+
+
+def test_an_index_of_an_older_node_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "old.sqlite3")
+    old.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, "
+                "generation INTEGER NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL "
+                "DEFAULT 0, created_at REAL NOT NULL, started_at REAL, finished_at REAL, "
+                "error TEXT)")
+    old.execute("INSERT INTO jobs (series_uid, generation, state, created_at) "
+                "VALUES ('1.2', 1, 'done', 0)")
+    old.commit()
+    old.close()
+    index = Index(tmp_path / "old.sqlite3")
+    assert index.query("SELECT state, result_file FROM jobs")[0][:] == ("done", None)
+    index.close()

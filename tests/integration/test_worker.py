@@ -1,0 +1,87 @@
+"""The worker in the node: a received series is analysed in the analysis process; a process that
+cannot start or overruns is reported and replaced, and no job is lost."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import pytest
+
+from cdss_node.analysis import DEFAULT_BUNDLE, AnalysisSettings
+from cdss_node.worker import AnalysisFailed, AnalysisProcess, AnalysisRequest
+from tests.conftest import REPO, free_port
+from tests.integration.dcmtk import store_responses, storescu
+from tests.integration.nodeproc import NodeProcess, write_config
+
+pytestmark = pytest.mark.integration
+SAMPLE = REPO / "sample_dicom" / "series"
+
+
+def wait_for_state(node: NodeProcess, wanted: set[str], timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = json.loads(node.cli("status", "--json").stdout)
+        if report["series"] and report["series"][0]["state"] in wanted:
+            return report["series"][0]
+        time.sleep(0.5)
+    raise AssertionError(f"no series reached {wanted} in {timeout} s: {report}")
+
+
+def test_node_analyses_a_received_series_and_keeps_the_result(tmp_path):
+    port = free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        series = wait_for_state(node, {"done", "not_evaluable", "failed"})
+    finally:
+        node.stop()
+    assert series["state"] == "done", series
+    results = list((tmp_path / "var" / "results" / series["series_uid"]).glob("g1/result.json"))
+    result = json.loads(results[0].read_text())
+    assert result["status"] == "ok" and len(result["radiomics"]) == 107
+    log = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
+           if line.startswith("{")]
+    finished = [e for e in log if e["event"] == "analysis_finished"]
+    assert finished[0]["probability"] == result["prediction"]["probability"]
+
+
+def test_a_bundle_that_cannot_load_keeps_series_queued_and_says_why(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    (bundle / "fold_2.safetensors").write_bytes(b"not weights")
+    port = free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
+    with open(config, "a") as f:
+        f.write(f'bundle = "{bundle}"\n')
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        assert wait_for_state(node, {"queued"})["instances"] == 80
+        deadline = time.monotonic() + 120
+        while "analysis_unavailable" not in (tmp_path / "node.log").read_text():
+            assert time.monotonic() < deadline, "the node never said the analysis is unavailable"
+            time.sleep(0.5)
+        assert wait_for_state(node, {"queued"}, timeout=5)["state"] == "queued"
+    finally:
+        node.stop()
+    unavailable = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
+                   if "analysis_unavailable" in line][0]
+    assert "fold_2.safetensors" in unavailable["error"] and "sha256" in unavailable["error"]
+
+
+def test_an_analysis_that_overruns_is_stopped_and_reported(tmp_path):
+    process = AnalysisProcess(AnalysisSettings(), "warning", "json")
+    process.start()
+    try:
+        request = AnalysisRequest(paths=tuple(str(p) for p in sorted(SAMPLE.glob("*.dcm"))),
+                                  out_dir=str(tmp_path / "out"))
+        with pytest.raises(AnalysisFailed, match="timed out after 0 s analysing"):
+            process.run(request, timeout_s=0.01)
+        assert not process.alive
+        process.start()  # replaced, and the next analysis runs
+        assert process.run(request, timeout_s=300).status == "ok"
+    finally:
+        process.stop()
