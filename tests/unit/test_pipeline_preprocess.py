@@ -85,3 +85,14 @@ def test_voi_window_classic_and_enhanced():
     enhanced.SharedFunctionalGroupsSequence = [shared]
     assert voi_window(enhanced) == (40.0, 400.0)
     assert voi_window(pydicom.Dataset()) is None
+
+
+def test_flattening_equals_interpolation_of_the_histogram_cdf():
+    from cdss_node.pipeline.preprocess import flatten_histogram
+
+    values = (np.random.default_rng(0).random((30, 40, 50)) ** 2).astype(np.float32)
+    counts, edges = np.histogram(values, bins=1024, range=(0.0, 1.0))
+    cdf = np.cumsum(counts).astype(np.float64)
+    cdf = (cdf - cdf[0]) / (cdf[-1] - cdf[0])
+    expected = np.interp(values, (edges[:-1] + edges[1:]) / 2, cdf)
+    assert np.abs(flatten_histogram(values) - expected).max() < 1e-6

@@ -33,7 +33,7 @@ def test_finds_and_outlines_the_sample_tumor(sample):
     result = DefaultSegmenter().segment(volume)
     assert result.found and result.candidates >= 1
     assert dice(result.mask, tumor) >= 0.8
-    assert result.segmenter == "CDSS default lesion segmenter 0.1"
+    assert result.segmenter == "CDSS default lesion segmenter 0.2"
     centre = np.argwhere(tumor).mean(axis=0)
     assert np.abs(np.array(result.centre_voxel) - centre).max() <= 2
 
@@ -69,3 +69,15 @@ def test_tumor_mask_checks_itself():
     mask[1:3, 1:3, 1:3] = True
     found = TumorMask(mask=mask, spacing_mm=(2.0, 1.0, 1.0), segmenter="x", candidates=1)
     assert found.volume_mm3 == 16.0 and found.centre_voxel == (2, 2, 2)
+
+
+@pytest.mark.parametrize("spacing", [(2.5, 1.5, 1.5), (1.25, 0.75, 0.75), (3.0, 1.0, 1.0)])
+def test_opening_by_distance_equals_opening_with_the_ball(spacing):
+    from scipy import ndimage
+
+    from cdss_node.pipeline.segment import opening
+
+    rng = np.random.default_rng(1)
+    mask = ndimage.binary_dilation(rng.random((20, 40, 40)) > 0.97, iterations=3)
+    expected = ndimage.binary_opening(mask, ellipsoid(3.5, spacing))
+    assert np.array_equal(opening(mask, 3.5, spacing), expected)
