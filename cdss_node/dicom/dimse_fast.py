@@ -5,7 +5,8 @@ copies each P-DATA-TF PDU several times on its way to the handler. Per 512 x 512
 that was about 2.5 ms of CPU on this machine, more than the node's own work. Three message
 shapes carry nearly all of the traffic, and each has a fixed layout, so they are handled here:
 
-- the P-DATA-TF PDU is split into its presentation data values as views, without copies;
+- a PDU is read from the socket into one buffer, and a P-DATA-TF PDU is split into its
+  presentation data values as views of it, without copies (pynetdicom copies it three times);
 - a C-STORE-RQ whose command set holds only the usual elements becomes its primitive
   straight from the encoded command set (PS3.7 9.3.1.1);
 - a C-STORE-RSP with Status Success and no Error Comment is encoded directly (PS3.7 9.3.1.2).
@@ -23,11 +24,17 @@ import struct
 from io import BytesIO
 
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 from pynetdicom.dimse_messages import _COMMAND_SET_KEYWORDS, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
+
+from cdss_node.logs import get_logger
+
+log = get_logger(__name__)
 
 SUCCESS = 0x0000
 C_STORE_RQ_COMMAND = 0x0001
@@ -42,7 +49,11 @@ PRIORITY, DATA_SET_TYPE, AFFECTED_SOP_INSTANCE = 0x0700, 0x0800, 0x1000
 _STORE_RQ_ELEMENTS = {0x0000, AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, PRIORITY,
                       DATA_SET_TYPE, AFFECTED_SOP_INSTANCE}
 
+P_DATA_TF_TYPE = 0x04
+PDU_TYPES = range(0x01, 0x08)   # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
+
 _ORIGINAL = {
+    (DULServiceProvider, "_read_pdu_data"): DULServiceProvider._read_pdu_data,
     (P_DATA_TF, "decode"): P_DATA_TF.decode,
     (C_STORE_RQ, "message_to_primitive"): C_STORE_RQ.message_to_primitive,
     (C_STORE_RSP, "__init__"): C_STORE_RSP.__init__,
@@ -67,6 +78,58 @@ def decode_p_data_tf(self: P_DATA_TF, bytestream: bytes | bytearray) -> None:
         items.append(item)
         offset += 4 + length
     self.presentation_data_value_items = items
+
+
+def read_pdu(self: DULServiceProvider) -> None:
+    """``DULServiceProvider._read_pdu_data`` with the same events (Evt17 when the connection
+    ends inside a PDU, Evt19 for an unknown or undecodable one), reading the PDU into one
+    buffer; a P-DATA-TF is decoded straight from it."""
+    try:
+        pdu_bytes = _receive_pdu(self.socket)
+    except (OSError, ValueError, AttributeError) as error:  # AttributeError: socket gone
+        log.warning("pdu_read_failed", error=str(error))
+        self.event_queue.put("Evt19" if isinstance(error, UnknownPdu) else "Evt17")
+        return
+    try:
+        pdu, event = _decode(self, pdu_bytes)
+    except Exception as error:  # as pynetdicom: an undecodable PDU is Evt19, never a crash
+        log.warning("pdu_undecodable", error=f"{type(error).__name__}: {error}")
+        self.event_queue.put("Evt19")
+        return
+    self.event_queue.put(event)
+    self._recv_pdu.put(pdu)
+
+
+class UnknownPdu(ValueError):
+    """A PDU type that PS3.8 does not define."""
+
+
+def _receive_pdu(sock) -> bytearray:
+    header = sock.recv(6)
+    if len(header) < 6:
+        raise ConnectionError("connection closed before a PDU header")
+    pdu_type, _, length = struct.unpack(">BBL", header)
+    if pdu_type not in PDU_TYPES:
+        raise UnknownPdu(f"unknown PDU type 0x{pdu_type:02X}")
+    pdu = bytearray(6 + length)
+    pdu[:6] = header
+    view, got = memoryview(pdu), 6
+    while got < len(pdu):
+        n = sock.socket.recv_into(view[got:])
+        if not n:
+            raise ConnectionError(f"PDU cut short ({got - 6} of {length} bytes)")
+        got += n
+    del view
+    return pdu
+
+
+def _decode(dul: DULServiceProvider, pdu_bytes: bytearray):
+    if pdu_bytes[0] != P_DATA_TF_TYPE:
+        return dul._decode_pdu(pdu_bytes)
+    pdu = P_DATA_TF()
+    decode_p_data_tf(pdu, pdu_bytes)
+    evt.trigger(dul.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
+    return pdu, "Evt10"
 
 
 # ------------------------------------------------------------------ C-STORE-RQ
@@ -181,6 +244,7 @@ def encode_response(self: C_STORE_RSP, context_id: int, max_pdu_length: int):
 # ------------------------------------------------------------------ switching
 
 _FAST = {
+    (DULServiceProvider, "_read_pdu_data"): read_pdu,
     (P_DATA_TF, "decode"): decode_p_data_tf,
     (C_STORE_RQ, "message_to_primitive"): store_request_primitive,
     (C_STORE_RSP, "__init__"): new_response,

@@ -115,3 +115,60 @@ def test_response_bytes_equal_pynetdicom_s(original, status, comment):
     expected = encoded_response(response(status, comment))
     dimse_fast.apply()
     assert encoded_response(response(status, comment)) == expected
+
+
+class _Dul:
+    """What read_pdu uses of a DULServiceProvider."""
+
+    def __init__(self, sock):
+        import queue
+
+        from pynetdicom.transport import AssociationSocket
+
+        self.socket = AssociationSocket.__new__(AssociationSocket)
+        self.socket.socket = sock
+        self.event_queue, self._recv_pdu = queue.Queue(), queue.Queue()
+        self.assoc = type("Assoc", (), {"get_handlers": lambda self, event: []})()
+
+    def _decode_pdu(self, data):
+        from pynetdicom.dul import DULServiceProvider
+
+        return DULServiceProvider._decode_pdu(self, data)
+
+
+@pytest.fixture
+def pipe():
+    import socket
+
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_p_data_pdu_is_read_whole_and_queued_as_evt10(original, pipe):
+    from cdss_node.dicom import transport
+
+    transport.apply()
+    raw = encoded_pdus(store_request(), 0)[1]
+    pipe[1].sendall(raw)
+    dul = _Dul(pipe[0])
+    dimse_fast.read_pdu(dul)
+    assert dul.event_queue.get_nowait() == "Evt10"
+    (item,) = dul._recv_pdu.get_nowait().presentation_data_value_items
+    assert bytes(item.presentation_data_value) == raw[11:]
+
+
+@pytest.mark.parametrize("raw, event", [(b"\x04\x00\x00\x00\x01\x00abc", "Evt17"),  # cut short
+                                        (b"\x09\x00\x00\x00\x00\x00", "Evt19"),     # unknown
+                                        (b"\x04\x00\x00\x00\x00\x05\x00\x00\x00\x09\x01",
+                                         "Evt19")])                                  # bad item
+def test_broken_pdus_give_pynetdicom_s_events(original, pipe, raw, event):
+    from cdss_node.dicom import transport
+
+    transport.apply()
+    pipe[1].sendall(raw)
+    pipe[1].shutdown(2)
+    dul = _Dul(pipe[0])
+    dimse_fast.read_pdu(dul)
+    assert dul.event_queue.get_nowait() == event and dul._recv_pdu.empty()
