@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -162,4 +163,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     fmt = "console" if config.logging.format == "auto" else config.logging.format
     configure_logging(config.logging.level, fmt)  # a person reads the demo
+    config = replace(config, logging=replace(config.logging, format=fmt))  # its worker too
     return run_demo(config, args.series)

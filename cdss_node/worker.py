@@ -198,5 +198,5 @@ class Worker:
 
 
 def _child_format(config: Config) -> str:
-    """The analysis process writes to the same stderr; 'auto' there means the node's choice."""
-    return "json" if config.logging.format == "auto" else config.logging.format
+    """The analysis process writes to the same stderr, so 'auto' decides there as here."""
+    return config.logging.format
