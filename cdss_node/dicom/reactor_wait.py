@@ -2,20 +2,27 @@
 
 Each association has two threads that poll: the association reactor naps 1 ms before it looks
 for a decoded DIMSE message, and the DUL reactor naps (``transport.DUL_POLL_S``) before it
-looks for a PDU to send or to read. A C-STORE passes both, once as a request and once as a
-response, so each instance waited about a millisecond for naps to end: a fifth of its time.
+looks for a PDU to send or to read. A C-STORE passes both several times (the request arrives
+in several PDUs, the response goes back), so each instance waited a millisecond or more for
+naps to end: a fifth of its time.
 
 The naps are calls of ``time.sleep`` in those two modules. ``apply`` gives each module a
 stand-in for ``time`` whose ``sleep``, when called by that module's reactor thread for its
-nap, waits on the queue the thread is about to look at, and so returns as soon as something
-is put there; every other call is ``time.sleep`` itself. The association reactor waits on its
-DIMSE message queue; the DUL reactor on the queue of primitives to send (a PDU arriving from
-the peer is still found at the end of the nap).
+nap, waits for the work the thread is about to look for, and so returns as soon as it is
+there; every other call is ``time.sleep`` itself:
+
+- the association reactor waits on its DIMSE message queue;
+- the DUL reactor waits (``select``) on its socket and on a wake-up socket that is written to
+  whenever a primitive is queued for it to send (``watch_connection`` sets this up when the
+  connection opens, ``unwatch_connection`` closes it).
 """
 
 from __future__ import annotations
 
 import queue
+import select
+import socket
+import ssl
 import threading
 import time
 from typing import Callable
@@ -26,39 +33,92 @@ ASSOCIATION_NAP_S = 0.001  # the association reactor's hard-coded nap
 
 
 class QueueWaitClock:
-    """Stands in for the ``time`` module; see the module's docstring."""
+    """Stands in for the ``time`` module: ``sleep`` in a reactor thread, for its nap, waits
+    with ``wait_for(thread, seconds)``; ``wait_for`` returns False for any other call."""
 
-    def __init__(self, queue_of: Callable[[threading.Thread, float], queue.Queue | None]):
-        self._queue_of = queue_of
+    def __init__(self, wait_for: Callable[[threading.Thread, float], bool]):
+        self._wait_for = wait_for
 
     def __getattr__(self, name: str):
         return getattr(time, name)
 
     def sleep(self, seconds: float) -> None:
-        waiting_on = self._queue_of(threading.current_thread(), seconds)
-        if waiting_on is None:
+        if not self._wait_for(threading.current_thread(), seconds):
             time.sleep(seconds)
-            return
-        with waiting_on.not_empty:
-            if not waiting_on.queue:
-                waiting_on.not_empty.wait(seconds)
 
 
-def association_queue(thread: threading.Thread, seconds: float) -> queue.Queue | None:
-    if isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S:
-        return thread.dimse.msg_queue
-    return None
+def wait_on_queue(waiting_on: queue.Queue, seconds: float) -> None:
+    """Until something is put on the queue, at most ``seconds``."""
+    with waiting_on.not_empty:
+        if not waiting_on.queue:
+            waiting_on.not_empty.wait(seconds)
 
 
-def dul_queue(thread: threading.Thread, seconds: float) -> queue.Queue | None:
-    if isinstance(thread, dul.DULServiceProvider) and seconds == thread._run_loop_delay:
-        return thread.to_provider_queue
-    return None
+def association_nap(thread: threading.Thread, seconds: float) -> bool:
+    if not (isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S):
+        return False
+    wait_on_queue(thread.dimse.msg_queue, seconds)
+    return True
+
+
+def dul_nap(thread: threading.Thread, seconds: float) -> bool:
+    """The DUL reactor's nap: until its socket is readable or a primitive is queued."""
+    if not (isinstance(thread, dul.DULServiceProvider) and seconds == thread._run_loop_delay):
+        return False
+    wake = getattr(thread, "_cdss_wake", None)
+    raw = getattr(thread.socket, "socket", None) if thread.socket else None
+    if wake is None or raw is None:
+        wait_on_queue(thread.to_provider_queue, seconds)
+        return True
+    if thread.to_provider_queue.queue or (isinstance(raw, ssl.SSLSocket) and raw.pending()):
+        return True
+    try:
+        readable, _, _ = select.select([raw, wake[0]], [], [], seconds)
+    except (OSError, ValueError):  # the connection closed meanwhile: the reactor will see it
+        return True
+    if wake[0] in readable:
+        _drain(wake[0])
+    return True
+
+
+def _drain(sock: socket.socket) -> None:
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, OSError):
+        pass
+
+
+def watch_connection(provider: dul.DULServiceProvider) -> None:
+    """Give the DUL a wake-up socket, written to by every put on its queue of primitives."""
+    wake = socket.socketpair()
+    for end in wake:
+        end.setblocking(False)
+    to_send = provider.to_provider_queue
+    plain_put = to_send.put
+
+    def put(item, block: bool = True, timeout: float | None = None) -> None:
+        plain_put(item, block, timeout)
+        try:
+            wake[1].send(b"\x00")
+        except OSError:  # full (the DUL is behind anyway) or closed (the connection ended)
+            pass
+
+    to_send.put = put  # type: ignore[method-assign]
+    provider._cdss_wake = wake
+
+
+def unwatch_connection(provider: dul.DULServiceProvider) -> None:
+    wake = getattr(provider, "_cdss_wake", None)
+    if wake is not None:
+        provider._cdss_wake = None
+        for end in wake:
+            end.close()
 
 
 def apply() -> None:
-    association.time = QueueWaitClock(association_queue)
-    dul.time = QueueWaitClock(dul_queue)
+    association.time = QueueWaitClock(association_nap)
+    dul.time = QueueWaitClock(dul_nap)
 
 
 def restore() -> None:

@@ -107,6 +107,7 @@ class Receiver:
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
             (evt.EVT_ABORTED, self._on_ended, ["aborted"]),
             (evt.EVT_CONN_CLOSE, self._on_ended, ["closed"]),
+            (evt.EVT_CONN_CLOSE, transport.release_connection),
             (evt.EVT_C_ECHO, lambda event: checks.SUCCESS),
             (evt.EVT_C_STORE, self._on_store),
         ]

@@ -72,8 +72,14 @@ class _Reactor(threading.Thread):
 
 def test_reactor_nap_ends_when_its_queue_gets_work():
     work = queue.Queue()
-    clock = reactor_wait.QueueWaitClock(
-        lambda thread, seconds: work if isinstance(thread, _Reactor) else None)
+
+    def nap(thread, seconds):
+        if not isinstance(thread, _Reactor):
+            return False
+        reactor_wait.wait_on_queue(work, seconds)
+        return True
+
+    clock = reactor_wait.QueueWaitClock(nap)
     reactor = _Reactor(clock, nap_s=5.0)
     reactor.start()
     time.sleep(0.05)
@@ -83,9 +89,42 @@ def test_reactor_nap_ends_when_its_queue_gets_work():
 
 
 def test_other_threads_and_naps_sleep_as_time_sleep_does():
-    clock = reactor_wait.QueueWaitClock(lambda thread, seconds: None)
+    clock = reactor_wait.QueueWaitClock(lambda thread, seconds: False)
     started = time.monotonic()
     clock.sleep(0.05)
     assert time.monotonic() - started >= 0.05
     assert clock.monotonic is time.monotonic  # the rest of the time module passes through
-    assert reactor_wait.association_queue(threading.current_thread(), 0.001) is None
+    assert reactor_wait.association_nap(threading.current_thread(), 0.001) is False
+    assert reactor_wait.dul_nap(threading.current_thread(), 0.0005) is False
+
+
+def _provider(sock):
+    from pynetdicom.dul import DULServiceProvider
+
+    provider = DULServiceProvider.__new__(DULServiceProvider)
+    provider.to_provider_queue, provider._run_loop_delay = queue.Queue(), 5.0
+    provider.socket = FakeAssociationSocket(sock)
+    reactor_wait.watch_connection(provider)
+    return provider
+
+
+@pytest.mark.parametrize("wake_by", ["data from the peer", "a primitive to send"])
+def test_dul_nap_ends_on_data_or_on_a_queued_primitive(pair, wake_by):
+    a, b = pair
+    provider = _provider(a)
+    nap = threading.Thread(target=lambda: setattr(provider, "waited", _timed_nap(provider)))
+    nap.start()
+    time.sleep(0.05)
+    if wake_by == "data from the peer":
+        b.sendall(b"\x04")
+    else:
+        provider.to_provider_queue.put("P-DATA")
+    nap.join(2.0)
+    reactor_wait.unwatch_connection(provider)
+    assert not nap.is_alive() and provider.waited < 1.0
+
+
+def _timed_nap(provider) -> float:
+    started = time.monotonic()
+    assert reactor_wait.dul_nap(provider, 5.0)  # as the DUL's own thread calls it
+    return time.monotonic() - started
