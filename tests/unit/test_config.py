@@ -135,3 +135,17 @@ def test_check_config_ok_and_config_default(tmp_path, capsys):
 def test_shipped_example_equals_config_default():
     example = Path(__file__).resolve().parents[2] / "deploy" / "cdss-node.toml"
     assert example.read_text() == render_default_config()
+
+
+def test_analysis_problems_are_listed_one_per_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[analysis]\nsegmenter = "lungtumormask"\nbundle = "/nope"\n'
+                    'device = "tpu"\nworkers = 2\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert err.value.problems == [
+        "analysis.device: expected one of auto, cpu, cuda, found 'tpu'",
+        "analysis.workers: expected an integer in 0..1, found 2",
+        "analysis.bundle: no manifest.json in '/nope'",
+        'analysis.unet_weights: needed by segmenter = "lungtumormask"',
+    ]
