@@ -25,7 +25,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from cdss_node.analysis import DEFAULT_BUNDLE, Analyzer, AnalysisSettings  # noqa: E402
+from cdss_node.analysis import Analyzer, AnalysisSettings  # noqa: E402
+from cdss_node.jobs import DEFAULT_BUNDLE  # noqa: E402
 from cdss_node.dicom.ct_series import write_ct_series  # noqa: E402
 from cdss_node.model.bundle import describe_network, read_manifest, save_bundle  # noqa: E402
 from cdss_node.model.manifest import TrainingData  # noqa: E402

@@ -7,70 +7,23 @@ analysed by hand gives what the node gives.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from cdss_node.config import AnalysisSection
+from cdss_node.jobs import AnalysisSettings, Outcome
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import uses_image
-from cdss_node.pipeline.analyze import Analysis, analyze_series
+from cdss_node.pipeline.analyze import analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
 from cdss_node.results import write_result
 
 log = get_logger(__name__)
-
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "model" / "default_bundle"
-
-
-@dataclass(frozen=True)
-class AnalysisSettings:
-    """What an analysis process needs to know; picklable, for the worker process."""
-
-    bundle: str = ""
-    segmenter: str = "default"
-    unet_weights: str = ""
-    device: str = "auto"
-
-    @classmethod
-    def from_config(cls, section: AnalysisSection) -> "AnalysisSettings":
-        return cls(bundle=section.bundle, segmenter=section.segmenter,
-                   unet_weights=section.unet_weights, device=section.device)
-
-    @property
-    def bundle_path(self) -> Path:
-        return Path(self.bundle) if self.bundle else DEFAULT_BUNDLE
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the index and the log need to know of one analysis."""
-
-    status: str
-    reason_code: str | None
-    reason: str | None
-    probability: float | None
-    label: str | None
-    result_file: str
-
-    def summary(self) -> str:
-        """One line for a person."""
-        if self.status == "ok":
-            return (f"ok: {self.label} (probability {self.probability:.3f}); "
-                    f"{self.result_file}")
-        return f"not evaluable: {self.reason}; {self.result_file}"
-
-    @classmethod
-    def of(cls, analysis: Analysis, result_file: Path) -> "Outcome":
-        p, r = analysis.prediction, analysis.reason
-        reason = f"{r.code} {r.meaning}: {analysis.detail}" if r else None
-        return cls(status=analysis.status, reason_code=r.code if r else None, reason=reason,
-                   probability=p.probability if p else None, label=p.label if p else None,
-                   result_file=str(result_file))
 
 
 class Analyzer:

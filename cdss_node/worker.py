@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from structlog.contextvars import bound_contextvars
 
-from cdss_node.analysis import AnalysisSettings, Outcome
+from cdss_node.jobs import AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.config import Config
 from cdss_node.logs import configure_logging, get_logger
 from cdss_node.store.index import Index
@@ -35,12 +34,6 @@ IDLE_POLL_S = 1.0
 
 class AnalysisFailed(RuntimeError):
     """The analysis process timed out, died or raised; the message says which."""
-
-
-@dataclass(frozen=True)
-class AnalysisRequest:
-    paths: tuple[str, ...]
-    out_dir: str
 
 
 def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt: str) -> None:

@@ -44,6 +44,15 @@ def node_config(data_dir: Path, workers: int = 0, **series) -> Config:
 
 
 @pytest.fixture
+def pair():
+    """Two connected sockets."""
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+@pytest.fixture
 def config(tmp_path: Path) -> Config:
     return node_config(tmp_path / "var")
 

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from cdss_node.analysis import DEFAULT_BUNDLE
+from cdss_node.jobs import DEFAULT_BUNDLE
 from tests.conftest import REPO
 
 SAMPLE = REPO / "sample_dicom"

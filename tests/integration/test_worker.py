@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from cdss_node.analysis import DEFAULT_BUNDLE, AnalysisSettings
-from cdss_node.worker import AnalysisFailed, AnalysisProcess, AnalysisRequest
+from cdss_node.jobs import DEFAULT_BUNDLE, AnalysisRequest, AnalysisSettings
+from cdss_node.worker import AnalysisFailed, AnalysisProcess
 from tests.conftest import REPO, free_port
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import NodeProcess, write_config
@@ -70,6 +70,16 @@ def test_a_bundle_that_cannot_load_keeps_series_queued_and_says_why(tmp_path):
     unavailable = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
                    if "analysis_unavailable" in line][0]
     assert "fold_2.safetensors" in unavailable["error"] and "sha256" in unavailable["error"]
+
+
+def test_the_node_process_leaves_torch_and_the_pipeline_to_the_analysis_process():
+    import subprocess
+    import sys
+
+    code = "import sys, cdss_node.node; print(sorted({'torch', 'radiomics', 'monai'} & " \
+           "set(sys.modules)))"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.strip() == "[]", run.stdout + run.stderr
 
 
 def test_an_analysis_that_overruns_is_stopped_and_reported(tmp_path):

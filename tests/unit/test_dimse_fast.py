@@ -136,23 +136,13 @@ class _Dul:
         return DULServiceProvider._decode_pdu(self, data)
 
 
-@pytest.fixture
-def pipe():
-    import socket
-
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
-
-
-def test_a_p_data_pdu_is_read_whole_and_queued_as_evt10(original, pipe):
+def test_a_p_data_pdu_is_read_whole_and_queued_as_evt10(original, pair):
     from cdss_node.dicom import transport
 
     transport.apply()
     raw = encoded_pdus(store_request(), 0)[1]
-    pipe[1].sendall(raw)
-    dul = _Dul(pipe[0])
+    pair[1].sendall(raw)
+    dul = _Dul(pair[0])
     dimse_fast.read_pdu(dul)
     assert dul.event_queue.get_nowait() == "Evt10"
     (item,) = dul._recv_pdu.get_nowait().presentation_data_value_items
@@ -163,12 +153,12 @@ def test_a_p_data_pdu_is_read_whole_and_queued_as_evt10(original, pipe):
                                         (b"\x09\x00\x00\x00\x00\x00", "Evt19"),     # unknown
                                         (b"\x04\x00\x00\x00\x00\x05\x00\x00\x00\x09\x01",
                                          "Evt19")])                                  # bad item
-def test_broken_pdus_give_pynetdicom_s_events(original, pipe, raw, event):
+def test_broken_pdus_give_pynetdicom_s_events(original, pair, raw, event):
     from cdss_node.dicom import transport
 
     transport.apply()
-    pipe[1].sendall(raw)
-    pipe[1].shutdown(2)
-    dul = _Dul(pipe[0])
+    pair[1].sendall(raw)
+    pair[1].shutdown(2)
+    dul = _Dul(pair[0])
     dimse_fast.read_pdu(dul)
     assert dul.event_queue.get_nowait() == event and dul._recv_pdu.empty()

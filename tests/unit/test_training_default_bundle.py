@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from cdss_node.analysis import DEFAULT_BUNDLE
+from cdss_node.jobs import DEFAULT_BUNDLE
 from cdss_node.model.bundle import load_bundle
 from training.default_bundle import auc, build_default_bundle, fold_of_case, youden_threshold
 from training.synthetic_cohort import draw_case

@@ -1,5 +1,4 @@
 import queue
-import socket
 import time
 import threading
 
@@ -11,14 +10,6 @@ from cdss_node.dicom import reactor_wait, transport
 class FakeAssociationSocket:
     def __init__(self, sock):
         self.socket = sock
-
-
-@pytest.fixture
-def pair():
-    a, b = socket.socketpair()
-    yield a, b
-    a.close()
-    b.close()
 
 
 def test_recv_into_buffer_reads_exactly_what_was_asked_across_many_sends(pair):

@@ -1,0 +1,71 @@
+"""What passes between the node and its analysis process: the settings the process starts
+with, a request per series and the outcome it answers. Plain, picklable records, so that the
+node's own process never imports torch or the pipeline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cdss_node.config import AnalysisSection
+
+if TYPE_CHECKING:
+    from cdss_node.pipeline.analyze import Analysis
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "model" / "default_bundle"
+
+
+@dataclass(frozen=True)
+class AnalysisSettings:
+    """What an analysis process needs to know."""
+
+    bundle: str = ""
+    segmenter: str = "default"
+    unet_weights: str = ""
+    device: str = "auto"
+
+    @classmethod
+    def from_config(cls, section: AnalysisSection) -> "AnalysisSettings":
+        return cls(bundle=section.bundle, segmenter=section.segmenter,
+                   unet_weights=section.unet_weights, device=section.device)
+
+    @property
+    def bundle_path(self) -> Path:
+        return Path(self.bundle) if self.bundle else DEFAULT_BUNDLE
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """One series: its files and the folder for its result files."""
+
+    paths: tuple[str, ...]
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the index and the log need to know of one analysis."""
+
+    status: str
+    reason_code: str | None
+    reason: str | None
+    probability: float | None
+    label: str | None
+    result_file: str
+
+    def summary(self) -> str:
+        """One line for a person."""
+        if self.status == "ok":
+            return (f"ok: {self.label} (probability {self.probability:.3f}); "
+                    f"{self.result_file}")
+        return f"not evaluable: {self.reason}; {self.result_file}"
+
+    @classmethod
+    def of(cls, analysis: "Analysis", result_file: Path) -> "Outcome":
+        p, r = analysis.prediction, analysis.reason
+        reason = f"{r.code} {r.meaning}: {analysis.detail}" if r else None
+        return cls(status=analysis.status, reason_code=r.code if r else None, reason=reason,
+                   probability=p.probability if p else None, label=p.label if p else None,
+                   result_file=str(result_file))
