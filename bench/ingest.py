@@ -29,6 +29,7 @@ from tests.integration.nodeproc import NodeProcess, wait_for_port, write_config 
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 GRACE_S = 2.0  # the node's default completion grace
+CHECK_INTERVAL_S = 0.5  # and its default interval of completion checks
 
 
 def series_folder(rows: int, slices: int) -> Path:
@@ -66,7 +67,8 @@ def run_storescp(folder: Path, work: Path) -> float:
 def run_node(folder: Path, work: Path, fsync: bool) -> tuple[float, float]:
     """Seconds to send, and seconds from association release to series complete."""
     port = free_port()
-    config = write_config(work / "node.toml", work / "var", port, grace_s=GRACE_S, fsync=fsync)
+    config = write_config(work / "node.toml", work / "var", port, grace_s=GRACE_S, fsync=fsync,
+                          check_interval_s=CHECK_INTERVAL_S)
     node = NodeProcess(config, port, work / "node.log").start()
     try:
         seconds = send(port, folder, "CDSS_EGFR")

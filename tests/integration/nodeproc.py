@@ -12,10 +12,10 @@ from pathlib import Path
 
 
 def write_config(path: Path, data_dir: Path, port: int, grace_s: float = 0.3,
-                 fsync: bool = False, **extra: str) -> Path:
+                 fsync: bool = False, check_interval_s: float = 0.1, **extra: str) -> Path:
     lines = ["[node]", f'data_dir = "{data_dir}"', f"port = {port}", 'host = "127.0.0.1"',
              "[store]", "reserve_mb = 0", f"fsync = {'true' if fsync else 'false'}",
-             "[series]", f"grace_s = {grace_s}", "check_interval_s = 0.1",
+             "[series]", f"grace_s = {grace_s}", f"check_interval_s = {check_interval_s}",
              "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"',
              "[analysis]", f"workers = {extra.get('workers', '0')}"]
     path.write_text("\n".join(lines) + "\n")
