@@ -137,6 +137,8 @@ def format_status(index_path: Path, counts: dict[str, int], rows: list) -> str:
                      f"{r.series_uid}")
         if r.reason:
             lines.append(f"{'':<49}{r.reason}")
+        if r.result_file:
+            lines.append(f"{'':<49}result: {r.result_file}")
     return "\n".join(lines)
 
 

@@ -124,7 +124,7 @@ class Worker:
 
     def __init__(self, config: Config, index: Index, spool_root: Path):
         self.config, self.index, self.spool_root = config, index, spool_root
-        self.results_root = config.data_path / RESULTS_DIR
+        self.results_root = config.data_path.resolve() / RESULTS_DIR
         self.process = AnalysisProcess(AnalysisSettings.from_config(config.analysis),
                                        config.logging.level, _child_format(config))
         self._stop, self._wake = threading.Event(), threading.Event()

@@ -22,6 +22,7 @@ class SeriesStatus:
     last_received: float
     completed_at: float | None
     reason: str | None
+    result_file: str | None   # result.json of the current generation's analysis, if any
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -32,7 +33,10 @@ def series_status(index: Index, limit: int = 50) -> list[SeriesStatus]:
     rows = index.query(
         "SELECT s.series_uid, s.study_uid, s.modality, s.state, s.generation, "
         "(SELECT COUNT(*) FROM instances i WHERE i.series_uid = s.series_uid) AS instances, "
-        "s.first_received, s.last_received, s.completed_at, s.reason "
+        "s.first_received, s.last_received, s.completed_at, s.reason, "
+        "(SELECT j.result_file FROM jobs j WHERE j.series_uid = s.series_uid AND "
+        " j.generation = s.generation AND j.result_file IS NOT NULL "
+        " ORDER BY j.id DESC LIMIT 1) AS result_file "
         "FROM series s ORDER BY s.last_received DESC LIMIT ?", (limit,))
     return [SeriesStatus(**dict(r)) for r in rows]
 

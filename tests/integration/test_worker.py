@@ -36,11 +36,13 @@ def test_node_analyses_a_received_series_and_keeps_the_result(tmp_path):
     try:
         assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
         series = wait_for_state(node, {"done", "not_evaluable", "failed"})
+        table = node.cli("status").stdout
     finally:
         node.stop()
     assert series["state"] == "done", series
-    results = list((tmp_path / "var" / "results" / series["series_uid"]).glob("g1/result.json"))
-    result = json.loads(results[0].read_text())
+    expected = tmp_path / "var" / "results" / series["series_uid"] / "g1" / "result.json"
+    assert series["result_file"] == str(expected) and f"result: {expected}" in table
+    result = json.loads(expected.read_text())
     assert result["status"] == "ok" and len(result["radiomics"]) == 107
     log = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
            if line.startswith("{")]
