@@ -59,7 +59,8 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
         for line in series_history(node, latest[0].series_uid):
             say(f"   {line}")
         show_result(node, latest[0].series_uid)
-    say("   Sending SEG and SR back to PACS is the next step of the build (not wired yet).")
+    say("   seg.dcm and sr.dcm lie beside result.json; sending them back to PACS is the next "
+        "step of the build (not wired yet).")
     return 0 if settled and analysed and not failed else 1
 
 

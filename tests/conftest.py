@@ -26,7 +26,8 @@ def require_tool(name: str) -> str:
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed (Debian packages: dcmtk, dicom3tools, openssl)"
+    message = (f"{name} is not installed "
+               "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps)")
     if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)

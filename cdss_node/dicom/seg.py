@@ -1,0 +1,70 @@
+"""The tumor as a DICOM Segmentation (highdicom, BINARY) on the source CT: same study, a new
+series, one segment per tumor with the codes of the design, and the segmenter that drew it as
+the segment's algorithm. Empty frames are kept (``omit_empty_frames=False``): viewers place
+segments by frame, and some misplace them when frames are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from cdss_node.pipeline.records import CTVolume, TumorMask
+
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically abnormal structure")
+NEOPLASM = Code("108369006", "SCT", "Neoplasm")
+LUNG = Code("39607008", "SCT", "Lung")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
+MANUFACTURER, MODEL_NAME = "CDSS", "CDSS EGFR node"
+SEG_SERIES_NUMBER = 9901
+TUMOR_TRACKING_ID = "Primary lung tumor 1"
+
+
+@dataclass(frozen=True)
+class Equipment:
+    """The node as the equipment that made an object."""
+
+    software_version: str
+    device_serial_number: str = "0"
+
+
+def source_datasets(volume: CTVolume, headers: Sequence[Dataset]) -> list[Dataset]:
+    """The CT headers in the volume's slice order (one per slice; a multi-frame once)."""
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in headers}
+    ordered = [by_uid[uid] for uid in dict.fromkeys(volume.source_instance_uids)]
+    return ordered
+
+
+def frames_in_source_order(volume: CTVolume, mask: np.ndarray) -> np.ndarray:
+    """The mask's slices in the order of the source frames (multi-frame CT: frame order)."""
+    if not any(volume.source_frame_numbers):
+        return mask
+    return mask[np.argsort(volume.source_frame_numbers)]
+
+
+def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dataset],
+                       equipment: Equipment) -> hd.seg.Segmentation:
+    name, _, version = tumor.segmenter.rpartition(" ")
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=name or tumor.segmenter, version=version or "unknown",
+        family=ARTIFICIAL_INTELLIGENCE)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label="Primary lung tumor",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=NEOPLASM, anatomic_regions=[LUNG],
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=TUMOR_TRACKING_ID)
+    return hd.seg.Segmentation(
+        source_images=source_datasets(volume, headers),
+        pixel_array=frames_in_source_order(volume, tumor.mask).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+        series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
+        series_description="CDSS EGFR: lung tumor segmentation", sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        software_versions=equipment.software_version,
+        device_serial_number=equipment.device_serial_number, omit_empty_frames=False)

@@ -1,0 +1,142 @@
+"""The answer as a Comprehensive 3D SR, TID 1500 Imaging Measurement Report (highdicom).
+
+One measurement group (TID 1411) for the tumor: its tracking identifier and UID, the SEG
+segment it refers to, its volume, the EGFR probability and the model that gave it (name,
+version, sha256), the EGFR status and the model's intended use as qualitative evaluations, the
+107 radiomics values and the clinical inputs (with which of them were imputed). The device
+observer is the node. A series that could not be analysed gets a report whose one group says
+so with the coded reason and a sentence. No standard codes exist for EGFR status, the
+radiomics features or the reasons: they use the node's private scheme ``99CDSS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from cdss_node.dicom.seg import (
+    ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
+    Equipment)
+from cdss_node.pipeline.analyze import Analysis
+from cdss_node.pipeline.reasons import CODING_SCHEME as P
+from cdss_node.pipeline.records import EGFR_MUTANT
+
+SR_SERIES_NUMBER = 9902
+VOLUME = Code("118565006", "SCT", "Volume")
+COMMENT = Code("121106", "DCM", "Comment")
+NO_UNITS = Code("1", "UCUM", "no units")
+PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
+EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
+INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
+ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
+CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
+                  "weight_kg": Code("kg", "UCUM", "kg")}
+
+
+@dataclass(frozen=True)
+class ReportedModel:
+    """The model as the report names it."""
+
+    name: str
+    version: str
+    sha256: str
+    synthetic: bool
+
+    @property
+    def caveat(self) -> Code:
+        if self.synthetic:
+            return Code("SYNTHETIC", P, "Trained on synthetic data; not for clinical use")
+        return Code("RESEARCH", P, "Decision support research use; not for diagnosis")
+
+
+def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentation,
+                headers: Sequence[Dataset], equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+    group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=seg.SegmentSequence[0].TrackingUID, identifier=TUMOR_TRACKING_ID),
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
+            segment_number=1, source_series=hd.sr.SourceSeriesForSegmentation(
+                analysis.volume.series_uid)),
+        finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
+        algorithm_id=_algorithm(model), measurements=_measurements(analysis, model),
+        qualitative_evaluations=_evaluations(analysis, model))
+    return _document(group, [seg, *headers], headers, equipment)
+
+
+def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequence[Dataset],
+                         equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+    reason = analysis.reason
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Series analysis"),
+        algorithm_id=_algorithm(model), qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
+            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)])
+    sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
+    group[0].ContentSequence.append(hd.sr.TextContentItem(
+        name=COMMENT, value=sentence[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
+    return _document(group, headers, headers, equipment)
+
+
+def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
+    return hd.sr.AlgorithmIdentification(name=model.name[:64], version=model.version[:64],
+                                         parameters=[f"sha256={model.sha256}"],
+                                         family=ARTIFICIAL_INTELLIGENCE)
+
+
+def _measurements(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
+    found = [hd.sr.Measurement(name=VOLUME, value=analysis.tumor.volume_mm3,
+                               unit=codes.UCUM.CubicMillimeter),
+             hd.sr.Measurement(name=codes.DCM.Probability,
+                               value=analysis.prediction.probability, unit=NO_UNITS,
+                               algorithm_id=_algorithm(model))]
+    found += [hd.sr.Measurement(name=Code(f"RAD{k:03d}", P, name.removeprefix("original_")),
+                                value=float(value), unit=NO_UNITS)
+              for k, (name, value) in enumerate(analysis.radiomics.as_dict().items(), start=1)]
+    raw = analysis.clinical.raw
+    found += [hd.sr.Measurement(name=Code(f"CLIN-{name.upper()[:11]}", P, _clinical_name(
+        name, analysis.clinical.imputed)), value=float(raw[name]),
+        unit=CLINICAL_UNITS.get(name, NO_UNITS)) for name in analysis.clinical.names]
+    return found
+
+
+def _clinical_name(name: str, imputed: Sequence[str]) -> str:
+    label = f"Clinical input {name.replace('_', ' ')}"
+    return f"{label} (imputed)" if name in imputed else label
+
+
+def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.QualitativeEvaluation]:
+    label = analysis.prediction.label
+    status = Code("EGFR-MUT" if label == EGFR_MUTANT else "EGFR-WT", P, label)
+    return [hd.sr.QualitativeEvaluation(EGFR_STATUS, status),
+            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)]
+
+
+def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
+              equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=hd.UID(), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
+            model_name=MODEL_NAME, serial_number=equipment.device_serial_number))
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=[group],
+        referenced_images=list(headers[:1]))
+    return hd.sr.Comprehensive3DSR(
+        evidence=list(evidence), content=report[0], series_instance_uid=hd.UID(),
+        series_number=SR_SERIES_NUMBER, series_description="CDSS EGFR: report",
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
+        is_complete=True, contributing_equipment=[_contributing(equipment)])
+
+
+def _contributing(equipment: Equipment) -> hd.ContributingEquipment:
+    """The algorithm, in the Contributing Equipment Sequence."""
+    return hd.ContributingEquipment(
+        manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        purpose_of_reference=PROCESSING_EQUIPMENT, software_versions=equipment.software_version)

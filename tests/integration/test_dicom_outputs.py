@@ -1,0 +1,120 @@
+"""SEG and SR written by ``cdss-node analyze``: valid for dciodvfy and PixelMed, readable by
+dsrdump and highdicom, and saying what result.json says."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from tests.conftest import REPO, require_tool
+
+pytestmark = pytest.mark.integration
+SAMPLE = REPO / "sample_dicom" / "series"
+PIXELMED_JAR = Path("/usr/share/java/pixelmed.jar")
+# PixelMed's XSLT exceeds this JDK's default XPath limits
+JDK_XPATH = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0",
+             "-Djdk.xml.xpathTotalOpLimit=0"]
+
+
+def analyze(folder: Path, out: Path) -> dict:
+    run = subprocess.run([sys.executable, "-m", "cdss_node", "analyze", str(folder), "--out",
+                          str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    return json.loads((out / "result.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("outputs") / "ok"
+    return out, analyze(SAMPLE, out)
+
+
+@pytest.fixture(scope="module")
+def not_evaluable(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gap") / "series"
+    shutil.copytree(SAMPLE, folder)
+    (folder / "CT000040.dcm").unlink()
+    out = folder.parent / "out"
+    return out, analyze(folder, out)
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def pixelmed_errors(path: Path) -> list[str]:
+    java = require_tool("java")
+    if not PIXELMED_JAR.is_file():
+        require_tool("DicomSRValidator")  # skips, or fails in CI, naming the package
+    run = subprocess.run([java, *JDK_XPATH, "-cp", str(PIXELMED_JAR),
+                          "com.pixelmed.validate.DicomSRValidator", str(path)],
+                         capture_output=True, text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert "Root Template Validation Complete" in out, out[-2000:]
+    return [line for line in out.splitlines() if line.startswith("Error")]
+
+
+def test_analyze_writes_seg_and_sr_and_a_not_evaluable_sr(analysed, not_evaluable):
+    assert {p.name for p in analysed[0].iterdir()} >= {"seg.dcm", "sr.dcm", "result.json"}
+    names = {p.name for p in not_evaluable[0].iterdir()}
+    assert "sr.dcm" in names and "seg.dcm" not in names
+
+
+def test_every_object_passes_dciodvfy(analysed, not_evaluable):
+    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", not_evaluable[0] / "sr.dcm"):
+        assert dciodvfy_errors(path) == [], path
+
+
+def test_both_srs_pass_pixelmed(analysed, not_evaluable):
+    for path in (analysed[0] / "sr.dcm", not_evaluable[0] / "sr.dcm"):
+        assert pixelmed_errors(path) == [], path
+
+
+def test_seg_holds_the_mask_of_result_json_on_the_source_ct(analysed):
+    out, _ = analysed
+    seg = hd.seg.segread(out / "seg.dcm")
+    assert seg.SegmentationType == "BINARY" and seg.NumberOfFrames == 80  # no frame omitted
+    assert seg.StudyInstanceUID == json.loads((out / "result.json").read_text())[
+        "series"]["study_uid"]
+    frames = seg.get_pixels_by_source_instance(
+        [ref.ReferencedSOPInstanceUID for ref in seg.ReferencedSeriesSequence[0]
+         .ReferencedInstanceSequence], combine_segments=True)
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "tumor_mask.nii.gz"))).astype(bool)
+    assert np.count_nonzero(frames) == np.count_nonzero(mask) > 0
+    category = seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0]
+    assert (category.CodeValue, category.CodingSchemeDesignator) == ("108369006", "SCT")
+
+
+def test_sr_says_what_result_json_says(analysed):
+    out, result = analysed
+    sr = hd.sr.srread(out / "sr.dcm")
+    dump = subprocess.run([require_tool("dsrdump"), str(out / "sr.dcm")], capture_output=True,
+                          text=True)
+    assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout
+    group = sr.content.get_volumetric_roi_measurement_groups()[0]
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    assert values["Probability"] == pytest.approx(result["prediction"]["probability"])
+    assert values["Volume"] == pytest.approx(result["tumor"]["volume_mm3"])
+    assert sum(name.startswith(("shape_", "firstorder_", "gl", "ngtdm_")) for name in values) == 107
+    evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
+    assert evaluations["EGFR mutation status (predicted)"] == result["prediction"]["label"]
+    assert "synthetic" in evaluations["Intended use"]
+    assert group.referenced_segment.referenced_sop_instance_uid == hd.seg.segread(
+        out / "seg.dcm").SOPInstanceUID
+
+
+def test_not_evaluable_sr_gives_the_coded_reason_and_a_sentence(not_evaluable):
+    out, result = not_evaluable
+    dump = subprocess.run([require_tool("dsrdump"), "+Pc", "+Pl", str(out / "sr.dcm")],
+                          capture_output=True, text=True).stdout
+    assert "(NE004,99CDSS,\"Missing slices\")" in dump
+    assert "Not evaluable: Slices are missing" in dump and result["reason"]["code"] == "NE004"
