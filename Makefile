@@ -5,7 +5,7 @@ VENV ?= .venv
 # torch: this version's CPU build is on the build machines' disk; other versions are GBs.
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
-APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps
+APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc
 
 .PHONY: setup tools demo test bench clean
 
@@ -24,7 +24,7 @@ setup: $(VENV)/.installed
 
 # The DICOM peers and validators the integration tests use (Debian packages).
 tools:
-	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null; then :; \
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi

@@ -53,8 +53,8 @@ class Analyzer:
                 supplied: SuppliedFacts = SuppliedFacts()) -> Outcome:
         analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
-        write_dicom_results(Path(out_dir), analysis, self.bundle, paths)
-        return Outcome.of(analysis, result_file)
+        dicom_files = write_dicom_results(Path(out_dir), analysis, self.bundle, paths)
+        return Outcome.of(analysis, result_file, tuple(dicom_files))
 
 
 def write_dicom_results(out_dir: Path, analysis: Analysis, bundle: ModelBundle,

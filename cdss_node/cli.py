@@ -15,6 +15,7 @@ from pathlib import Path
 from cdss_node.config import Config, ConfigError, load_config
 from cdss_node.config_default import render_default_config
 from cdss_node.logs import configure_logging, get_logger
+from cdss_node.store import outbox
 
 log = get_logger(__name__)
 
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     status = _command(sub, "status", cmd_status, "series, states, instance counts, reasons")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--limit", type=int, default=50, help="most recent series shown")
+    _command(sub, "resend", cmd_resend, "send dead results (see status) to their destination again")
     check = _command(sub, "check-config", cmd_check_config, "list every problem of a file")
     check.add_argument("file", type=Path)
     _command(sub, "config-default", cmd_config_default, "print the complete default file")
@@ -117,11 +119,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     index = Index(index_path)
     rows, counts = series_status(index, args.limit), state_counts(index)
+    sending, dead = outbox.counts(index), outbox.dead_rows(index)
     index.close()
     if args.json:
-        print(json.dumps({"states": counts, "series": [r.as_dict() for r in rows]}, indent=2))
+        print(json.dumps({"states": counts, "series": [r.as_dict() for r in rows],
+                          "outbox": sending, "dead": dead}, indent=2))
     else:
         print(format_status(index_path, counts, rows))
+        print(format_outbox(sending, dead))
+    return 0
+
+
+def format_outbox(sending: dict[str, int], dead: list[dict]) -> str:
+    summary = ", ".join(f"{state} {n}" for state, n in sorted(sending.items())) or "empty"
+    lines = [f"outbox (results to destinations): {summary}"]
+    lines += [f"  dead: {Path(d['path']).name} -> {d['destination']} after {d['attempts']} "
+              f"attempts: {d['last_error']}" for d in dead]
+    if dead:
+        lines.append("  'cdss-node resend' sends dead results again")
+    return "\n".join(lines)
+
+
+def cmd_resend(args: argparse.Namespace) -> int:
+    from cdss_node.node import INDEX_FILE
+    from cdss_node.store.index import Index
+
+    config = load_config(args.config)
+    index = Index(config.data_path / INDEX_FILE)
+    count = outbox.resend_dead(index)
+    index.close()
+    print(f"{count} dead result(s) queued again; the running node sends them within "
+          f"{config.outbox.check_interval_s:g} s")
     return 0
 
 

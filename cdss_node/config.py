@@ -120,6 +120,19 @@ class AnalysisSection:
 
 
 @dataclass(frozen=True)
+class OutboxSection:
+    retry_initial_s: float = _key(
+        10.0, "Seconds before the first retry of a result a destination did not take; each "
+        "further retry waits twice as long.", min=1.0)
+    retry_max_s: float = _key(600.0, "Longest wait between two retries.", min=1.0)
+    give_up_after_h: float = _key(
+        24.0, "Hours of retries before a result is dead (cdss-node status shows it, "
+        "cdss-node resend tries again).", min=0.01)
+    check_interval_s: float = _key(2.0, "Seconds between looks at the outbox.", min=0.1,
+                                   max=600.0)
+
+
+@dataclass(frozen=True)
 class Destination:
     name: str
     ae_title: str
@@ -135,6 +148,7 @@ class Config:
     series: SeriesSection = field(default_factory=SeriesSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    outbox: OutboxSection = field(default_factory=OutboxSection)
     destinations: tuple[Destination, ...] = ()
 
     @property
@@ -153,6 +167,7 @@ SECTIONS: dict[str, type] = {
     "series": SeriesSection,
     "logging": LoggingSection,
     "analysis": AnalysisSection,
+    "outbox": OutboxSection,
 }
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash

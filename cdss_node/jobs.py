@@ -54,6 +54,7 @@ class Outcome:
     probability: float | None
     label: str | None
     result_file: str
+    dicom_files: tuple[str, ...] = ()   # seg.dcm and sr.dcm, or the not-evaluable sr.dcm
 
     def summary(self) -> str:
         """One line for a person."""
@@ -63,9 +64,10 @@ class Outcome:
         return f"not evaluable: {self.reason}; {self.result_file}"
 
     @classmethod
-    def of(cls, analysis: "Analysis", result_file: Path) -> "Outcome":
+    def of(cls, analysis: "Analysis", result_file: Path,
+           dicom_files: tuple[Path, ...] = ()) -> "Outcome":
         p, r = analysis.prediction, analysis.reason
         reason = f"{r.code} {r.meaning}: {analysis.detail}" if r else None
         return cls(status=analysis.status, reason_code=r.code if r else None, reason=reason,
                    probability=p.probability if p else None, label=p.label if p else None,
-                   result_file=str(result_file))
+                   result_file=str(result_file), dicom_files=tuple(map(str, dicom_files)))

@@ -10,9 +10,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from cdss_node.config import Config
 from cdss_node.dicom.receiver import Receiver
+from cdss_node.dicom.sender import deliver_due
 from cdss_node.logs import get_logger
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
+from cdss_node.store.outbox import RetryPolicy
 from cdss_node.store.retention import purge_finished_series
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
@@ -63,6 +65,9 @@ class Node:
         series = self.config.series
         self.scheduler.add_job(self._check_completion, "interval", seconds=series.check_interval_s,
                                id="completion", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._deliver, "interval",
+                               seconds=self.config.outbox.check_interval_s, id="outbox",
+                               max_instances=1, coalesce=True)
         self.scheduler.add_job(self._retention, "interval", seconds=RETENTION_EVERY_S,
                                id="retention", max_instances=1, coalesce=True,
                                next_run_time=datetime.now(timezone.utc) + timedelta(seconds=5))
@@ -75,6 +80,14 @@ class Node:
     def _check_completion(self) -> None:
         if self.tracker.check() and self.worker:
             self.worker.wake()
+
+    def _deliver(self) -> None:
+        """Send due results to the destinations (one association each)."""
+        if self.config.destinations:
+            section = self.config.outbox
+            policy = RetryPolicy(section.retry_initial_s, section.retry_max_s,
+                                 section.give_up_after_h * 3600)
+            deliver_due(self.index, self.config.destinations, policy, self.config.node.ae_title)
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)

@@ -184,7 +184,10 @@ class Worker:
 
     def _record(self, job_id: int, outcome: Outcome) -> None:
         state = SeriesState.DONE if outcome.status == "ok" else SeriesState.NOT_EVALUABLE
-        current = self.index.finish_job(job_id, state, outcome.reason, outcome.result_file)
+        deliveries = tuple((d.name, path) for d in self.config.destinations
+                           for path in outcome.dicom_files)
+        current = self.index.finish_job(job_id, state, outcome.reason, outcome.result_file,
+                                        deliveries)
         log.info("analysis_finished", status=outcome.status, reason_code=outcome.reason_code,
                  probability=outcome.probability, label=outcome.label,
                  result_file=outcome.result_file, superseded=not current)

@@ -90,6 +90,9 @@ def read_pdu(self: DULServiceProvider) -> None:
         log.warning("pdu_read_failed", error=str(error))
         self.event_queue.put("Evt19" if isinstance(error, UnknownPdu) else "Evt17")
         return
+    if pdu_bytes is None:  # the peer closed the connection between PDUs: nothing to say
+        self.event_queue.put("Evt17")
+        return
     try:
         pdu, event = _decode(self, pdu_bytes)
     except Exception as error:  # as pynetdicom: an undecodable PDU is Evt19, never a crash
@@ -104,10 +107,12 @@ class UnknownPdu(ValueError):
     """A PDU type that PS3.8 does not define."""
 
 
-def _receive_pdu(sock) -> bytearray:
+def _receive_pdu(sock) -> bytearray | None:
     header = sock.recv(6)
+    if not header:
+        return None
     if len(header) < 6:
-        raise ConnectionError("connection closed before a PDU header")
+        raise ConnectionError("connection closed inside a PDU header")
     pdu_type, _, length = struct.unpack(">BBL", header)
     if pdu_type not in PDU_TYPES:
         raise UnknownPdu(f"unknown PDU type 0x{pdu_type:02X}")

@@ -6,12 +6,16 @@ Files are sent as they are on disk (pynetdicom reads the encoded dataset, no re-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from pathlib import Path
 
 from pydicom import dcmread
 from pynetdicom import AE, _config
 
+from cdss_node.config import Destination
 from cdss_node.logs import get_logger
+from cdss_node.store import outbox
+from cdss_node.store.index import Index
 
 log = get_logger(__name__)
 
@@ -78,3 +82,50 @@ def _send_one(assoc, path: Path) -> StoreResult:
                     status=None if code is None else hex(code),
                     comment=str(status.get("ErrorComment", "")))
     return StoreResult(path, code)
+
+
+def deliver_due(index: Index, destinations: tuple[Destination, ...], policy: outbox.RetryPolicy,
+                calling_aet: str) -> int:
+    """Send every due outbox row, one association per destination; returns how many were
+    sent. Every returned status is checked; a failure backs off or, in the end, goes dead."""
+    by_name = {d.name: d for d in destinations}
+    sent = 0
+    rows = sorted(outbox.due(index), key=lambda r: (r.destination, r.id))
+    for name, group in groupby(rows, key=lambda r: r.destination):
+        group = list(group)
+        if name not in by_name:
+            _failed(index, group, f"destination {name!r} is no longer configured", policy)
+            continue
+        sent += _deliver(index, by_name[name], group, policy, calling_aet)
+    return sent
+
+
+def _deliver(index: Index, destination: Destination, rows: list[outbox.Delivery],
+             policy: outbox.RetryPolicy, calling_aet: str) -> int:
+    present = [r for r in rows if Path(r.path).is_file()]
+    _failed(index, [r for r in rows if r not in present], "result file is gone", policy)
+    if not present:
+        return 0
+    try:
+        results = store_files([Path(r.path) for r in present], destination.ae_title,
+                              destination.host, destination.port, calling_aet)
+    except (AssociationFailed, OSError, RuntimeError, ValueError) as error:
+        _failed(index, present, str(error), policy)
+        return 0
+    for row, result in zip(present, results):
+        if result.ok:
+            outbox.mark_sent(index, row.id)
+        else:
+            status = "no answer" if result.status is None else f"status {hex(result.status)}"
+            _failed(index, [row], f"C-STORE {status}", policy)
+    log.info("results_sent", destination=destination.name,
+             sent=sum(r.ok for r in results), failed=sum(not r.ok for r in results))
+    return sum(r.ok for r in results)
+
+
+def _failed(index: Index, rows: list[outbox.Delivery], error: str,
+            policy: outbox.RetryPolicy) -> None:
+    for row in rows:
+        state = outbox.mark_failed(index, row, error, policy)
+        log.warning("result_not_sent", destination=row.destination, file=Path(row.path).name,
+                    error=error, attempts=row.attempts + 1, now=state)

@@ -41,6 +41,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
     started_at REAL, finished_at REAL, error TEXT, result_file TEXT);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, generation INTEGER NOT NULL,
+    destination TEXT NOT NULL, path TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
+    sent_at REAL, last_error TEXT);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS series_events (
     id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, at REAL NOT NULL,
     from_state TEXT, to_state TEXT NOT NULL, reason TEXT);
@@ -253,8 +259,10 @@ class Index:
         return [row["path"] for row in rows]
 
     def finish_job(self, job_id: int, state: SeriesState, reason: str | None = None,
-                   result_file: str | None = None) -> bool:
-        """Record a job's outcome; False if its series was reopened meanwhile (superseded)."""
+                   result_file: str | None = None,
+                   deliveries: tuple[tuple[str, str], ...] = ()) -> bool:
+        """Record a job's outcome and, in the same transaction, the (destination, file) pairs
+        to send; False if its series was reopened meanwhile (superseded)."""
         now = time.time()
         with self.transaction() as db:
             cur = db.execute("UPDATE jobs SET state=?, finished_at=?, error=?, result_file=? "
@@ -262,9 +270,12 @@ class Index:
                              (state.value, now, reason, result_file, job_id))
             if cur.rowcount != 1:
                 return False
-            series_uid = db.execute("SELECT series_uid FROM jobs WHERE id=?",
-                                    (job_id,)).fetchone()[0]
+            series_uid, generation = db.execute("SELECT series_uid, generation FROM jobs "
+                                                "WHERE id=?", (job_id,)).fetchone()
             self._set_state(db, series_uid, state, reason, now)
+            db.executemany("INSERT INTO outbox (series_uid, generation, destination, path, "
+                           "state, created_at, next_attempt_at) VALUES (?,?,?,?,'pending',?,?)",
+                           [(series_uid, generation, d, p, now, now) for d, p in deliveries])
             return True
 
     def retry_or_fail(self, job_id: int, reason: str, max_attempts: int) -> SeriesState | None:

@@ -1,0 +1,67 @@
+"""Orthanc (Debian package) as the hospital's PACS in tests: its own folder, free ports, a Lua
+script that routes every stable CT series to the node, and its REST API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port, require_tool
+
+ROUTE_CT_TO_NODE = """
+function OnStableSeries(seriesId, tags, metadata)
+  if tags["Modality"] == "CT" then
+    RestApiPost("/modalities/cdss/store", seriesId)
+  end
+end
+"""
+
+
+class Orthanc:
+    def __init__(self, folder: Path, node_port: int, node_aet: str = "CDSS_EGFR",
+                 stable_age_s: int = 2):
+        self.folder, self.aet = folder, "ORTHANC"
+        self.dicom_port, self.http_port = free_port(), free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "route.lua").write_text(ROUTE_CT_TO_NODE)
+        (folder / "orthanc.json").write_text(json.dumps({
+            "Name": "CDSS-TEST-PACS", "StorageDirectory": str(folder / "db"),
+            "IndexDirectory": str(folder / "db"), "DicomAet": self.aet,
+            "DicomPort": self.dicom_port, "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False, "StableAge": stable_age_s,
+            "DicomModalities": {"cdss": [node_aet, "127.0.0.1", node_port]},
+            "LuaScripts": [str(folder / "route.lua")], "Plugins": []}))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> "Orthanc":
+        log = open(self.folder / "orthanc.log", "ab")
+        self.proc = subprocess.Popen([require_tool("Orthanc"), str(self.folder / "orthanc.json")],
+                                     stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.get("/system")
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise TimeoutError("Orthanc did not answer on its REST port")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+
+    def get(self, path: str):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
+            body = r.read()
+        return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def series_of(self, study_uid: str) -> list[dict]:
+        """The series of a study, each with its main tags and instance ids."""
+        studies = [s for s in self.get("/studies?expand")
+                   if s["MainDicomTags"].get("StudyInstanceUID") == study_uid]
+        return self.get(f"/studies/{studies[0]['ID']}/series") if studies else []

@@ -1,0 +1,73 @@
+"""Results reach the destination (dcmtk storescp) even when it is down at first and the node is
+restarted meanwhile: once it is up, SEG and SR arrive, once each."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pydicom
+import pytest
+
+from tests.conftest import REPO, free_port, require_tool
+from tests.integration.dcmtk import store_responses, storescu
+from tests.integration.nodeproc import NodeProcess, wait_for_port, write_config
+
+pytestmark = pytest.mark.integration
+SAMPLE = REPO / "sample_dicom" / "series"
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+
+
+def status(node: NodeProcess) -> dict:
+    return json.loads(node.cli("status", "--json").stdout)
+
+
+def wait_until(check, timeout: float = 240, what: str = "") -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_path):
+    port, pacs_port = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
+    with open(config, "a") as f:
+        f.write("[outbox]\nretry_initial_s = 1.0\nretry_max_s = 2.0\ncheck_interval_s = 0.5\n"
+                f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\n'
+                f"port = {pacs_port}\n")
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        failing = wait_until(lambda: (s := status(node))["outbox"].get("pending") == 2
+                             and "result_not_sent" in (tmp_path / "node.log").read_text() and s,
+                             what="results pending after failed sends")
+    finally:
+        node.stop()
+    assert failing["series"][0]["state"] == "done"
+    received = tmp_path / "pacs"
+    received.mkdir()
+    pacs = subprocess.Popen([require_tool("storescp"), "-aet", "PACS", "-od", str(received),
+                             str(pacs_port)], env={**os.environ, "TCP_NODELAY": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = NodeProcess(config, port, tmp_path / "node2.log").start()
+    try:
+        wait_for_port(pacs_port)
+        wait_until(lambda: status(node)["outbox"] == {"sent": 2}, what="both results sent")
+        time.sleep(2)  # a second send would happen within this time
+    finally:
+        node.stop()
+        pacs.terminate()
+        pacs.wait(10)
+    files = sorted(received.iterdir())
+    classes = sorted(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID for p in files)
+    assert classes == sorted([SEG_SOP_CLASS, COMPREHENSIVE_3D_SR])
+    study = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)
+    assert {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in files} == {
+        study.StudyInstanceUID}
