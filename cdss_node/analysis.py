@@ -22,7 +22,7 @@ from pydicom.errors import InvalidDicomError
 from cdss_node.config import AnalysisSection
 from cdss_node.jobs import AnalysisSettings, Outcome
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
-from cdss_node.dicom.sr import ReportedModel, egfr_report, not_evaluable_report
+from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import uses_image
@@ -50,15 +50,16 @@ class Analyzer:
                  synthetic_model=self.bundle.description.training_data.synthetic)
 
     def analyze(self, paths: Sequence[Path], out_dir: Path,
-                supplied: SuppliedFacts = SuppliedFacts()) -> Outcome:
+                supplied: SuppliedFacts = SuppliedFacts(), version: Version = Version()
+                ) -> Outcome:
         analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
-        dicom_files = write_dicom_results(Path(out_dir), analysis, self.bundle, paths)
+        dicom_files = write_dicom_results(Path(out_dir), analysis, self.bundle, paths, version)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
 
 
 def write_dicom_results(out_dir: Path, analysis: Analysis, bundle: ModelBundle,
-                        paths: Sequence[Path]) -> list[Path]:
+                        paths: Sequence[Path], version: Version = Version()) -> list[Path]:
     """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``."""
     headers = series_headers(paths)
     if not headers:
@@ -68,10 +69,12 @@ def write_dicom_results(out_dir: Path, analysis: Analysis, bundle: ModelBundle,
     model = ReportedModel(name=bundle.description.name, version=bundle.description.version,
                           sha256=bundle.sha256, synthetic=bundle.description.training_data.synthetic)
     if analysis.status != "ok":
-        return [_save(not_evaluable_report(analysis, model, headers, equipment), out_dir, SR_FILE)]
-    seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment)
+        report = not_evaluable_report(analysis, model, headers, equipment, version)
+        return [_save(report, out_dir, SR_FILE)]
+    seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
+                             version.instance_number)
     report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
-                         equipment)
+                         equipment, version)
     return [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
 
 

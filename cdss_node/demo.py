@@ -59,8 +59,7 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
         for line in series_history(node, latest[0].series_uid):
             say(f"   {line}")
         show_result(node, latest[0].series_uid)
-    say("   seg.dcm and sr.dcm lie beside result.json; sending them back to PACS is the next "
-        "step of the build (not wired yet).")
+    _say_outbox(node, config)
     return 0 if settled and analysed and not failed else 1
 
 
@@ -85,6 +84,8 @@ def show_result(node: Node, series_uid: str) -> None:
     say(f"7. the result ({path}):")
     for line in result_lines(result):
         say(f"   {line}")
+    dicom = [p.name for p in (path.parent / "seg.dcm", path.parent / "sr.dcm") if p.is_file()]
+    say(f"   DICOM for the viewer, beside it: {', '.join(dicom) or 'none'}")
 
 
 def result_lines(result: dict) -> list[str]:
@@ -107,6 +108,17 @@ def result_lines(result: dict) -> list[str]:
         + (", ".join(result["clinical"]["imputed"]) or "none"),
         "seconds per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                           result["stage_seconds"].items())]
+
+
+def _say_outbox(node: Node, config: Config) -> None:
+    if not config.destinations:
+        say("   No [[destinations]] configured: SEG and SR stay in the results folder. With a "
+            "PACS configured, the node sends them there (cdss-node status shows the outbox).")
+        return
+    from cdss_node.store import outbox
+
+    say(f"8. outbox: {outbox.counts(node.index)} (sent within "
+        f"{config.outbox.check_interval_s:g} s when the destination answers)")
 
 
 def series_history(node: Node, series_uid: str) -> list[str]:

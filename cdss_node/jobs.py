@@ -42,6 +42,8 @@ class AnalysisRequest:
 
     paths: tuple[str, ...]
     out_dir: str
+    generation: int = 1        # the analysis of the series this is (1, 2, ...)
+    previous_sr: str = ""      # the SR of the last earlier analysis, superseded by this one
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ together."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -37,9 +38,10 @@ class Node:
         rule = CompletionRule(config.series.grace_s, config.series.quiet_s)
         self.tracker = SeriesTracker(self.index, rule)
         self.receiver = Receiver(config, self.index, self.spool, self._after_association)
-        self.worker = (Worker(config, self.index, self.spool.root)
+        self.worker = (Worker(config, self.index, self.spool.root, self._results_waiting)
                        if config.analysis.workers else None)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._delivering = threading.Lock()
 
     def start(self) -> None:
         report = self.index.recover()
@@ -81,8 +83,16 @@ class Node:
         if self.tracker.check() and self.worker:
             self.worker.wake()
 
+    def _results_waiting(self) -> None:
+        """Send new results now rather than at the next look at the outbox."""
+        self.scheduler.add_job(self._deliver, "date", run_date=datetime.now(timezone.utc))
+
     def _deliver(self) -> None:
-        """Send due results to the destinations (one association each)."""
+        """Send due results to the destinations (one association each), one round at a time."""
+        with self._delivering:
+            self._deliver_round()
+
+    def _deliver_round(self) -> None:
         if self.config.destinations:
             section = self.config.outbox
             policy = RetryPolicy(section.retry_initial_s, section.retry_max_s,

@@ -15,11 +15,13 @@ import multiprocessing
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Callable
 
+import pydicom
 from structlog.contextvars import bound_contextvars
 
-from cdss_node.jobs import AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.config import Config
+from cdss_node.jobs import AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.logs import configure_logging, get_logger
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
@@ -56,9 +58,13 @@ def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt
 
 
 def _answer(analyzer, request: AnalysisRequest) -> tuple[str, object]:
+    from cdss_node.dicom.sr import Version
+
     try:
         paths = [Path(p) for p in request.paths]
-        return "ok", analyzer.analyze(paths, Path(request.out_dir))
+        previous = pydicom.dcmread(request.previous_sr) if request.previous_sr else None
+        version = Version(instance_number=request.generation, previous=previous)
+        return "ok", analyzer.analyze(paths, Path(request.out_dir), version=version)
     except Exception as error:  # the one broad catch: the worker loop's top
         log.exception("analysis_failed")
         return "error", f"{type(error).__name__}: {error}"
@@ -122,8 +128,10 @@ class AnalysisProcess:
 class Worker:
     """A thread of the node: job after job, each in the analysis process."""
 
-    def __init__(self, config: Config, index: Index, spool_root: Path):
+    def __init__(self, config: Config, index: Index, spool_root: Path,
+                 on_results: Callable[[], None] = lambda: None):
         self.config, self.index, self.spool_root = config, index, spool_root
+        self.on_results = on_results  # told when results wait in the outbox
         self.results_root = config.data_path.resolve() / RESULTS_DIR
         self.process = AnalysisProcess(AnalysisSettings.from_config(config.analysis),
                                        config.logging.level, _child_format(config))
@@ -171,7 +179,8 @@ class Worker:
         with bound_contextvars(job_id=job_id, series_uid=series_uid):
             request = AnalysisRequest(
                 paths=tuple(str(self.spool_root / p) for p in self.index.series_paths(series_uid)),
-                out_dir=str(self.results_root / series_uid / f"g{generation}"))
+                out_dir=str(self.results_root / series_uid / f"g{generation}"),
+                generation=generation, previous_sr=self._previous_sr(series_uid, generation))
             log.info("analysis_started", instances=len(request.paths))
             try:
                 outcome = self.process.run(request, self.config.analysis.job_timeout_s)
@@ -182,6 +191,14 @@ class Worker:
                 return
             self._record(job_id, outcome)
 
+    def _previous_sr(self, series_uid: str, generation: int) -> str:
+        """The SR of the latest earlier analysis of the series, if one was written."""
+        for earlier in range(generation - 1, 0, -1):
+            path = self.results_root / series_uid / f"g{earlier}" / "sr.dcm"
+            if path.is_file():
+                return str(path)
+        return ""
+
     def _record(self, job_id: int, outcome: Outcome) -> None:
         state = SeriesState.DONE if outcome.status == "ok" else SeriesState.NOT_EVALUABLE
         deliveries = tuple((d.name, path) for d in self.config.destinations
@@ -191,6 +208,8 @@ class Worker:
         log.info("analysis_finished", status=outcome.status, reason_code=outcome.reason_code,
                  probability=outcome.probability, label=outcome.label,
                  result_file=outcome.result_file, superseded=not current)
+        if current and deliveries:
+            self.on_results()
 
 
 def _child_format(config: Config) -> str:

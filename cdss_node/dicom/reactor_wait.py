@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Callable
 
-from pynetdicom import association, dul
+from pynetdicom import association, dimse, dul
 
 ASSOCIATION_NAP_S = 0.001  # the association reactor's hard-coded nap
 
@@ -116,11 +116,32 @@ def unwatch_connection(provider: dul.DULServiceProvider) -> None:
             end.close()
 
 
+_original_get_msg = dimse.DIMSEServiceProvider.get_msg
+
+
+def get_msg(self: dimse.DIMSEServiceProvider, block: bool = False):
+    """pynetdicom's ``get_msg``, except that a requestor's own reactor thread takes nothing.
+
+    A requestor (the node sending results) waits for each response in ``send_c_store``, and
+    pauses its reactor meanwhile; but the pause can come late (the reactor's "paused" flag
+    still holds from the previous message), and a reactor that then takes the response loses
+    it ("Received unexpected C-STORE service message") and the send times out. Seen once in
+    80 sends with a fast peer on a loaded machine. A requestor of this node never serves
+    requests, so its reactor has nothing to take.
+    """
+    assoc = self.assoc
+    if assoc.is_requestor and threading.current_thread() is assoc:
+        return None, None
+    return _original_get_msg(self, block)
+
+
 def apply() -> None:
     association.time = QueueWaitClock(association_nap)
     dul.time = QueueWaitClock(dul_nap)
+    dimse.DIMSEServiceProvider.get_msg = get_msg
 
 
 def restore() -> None:
     association.time = time
     dul.time = time
+    dimse.DIMSEServiceProvider.get_msg = _original_get_msg

@@ -13,6 +13,7 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
 
 from cdss_node.pipeline.records import CTVolume, TumorMask
 
@@ -33,6 +34,12 @@ class Equipment:
     device_serial_number: str = "0"
 
 
+def result_series_uid(source_series_uid: str, kind: str) -> str:
+    """One SEG series (``kind`` "SEG") and one SR series ("SR") per analysed CT series: a
+    new analysis of the series adds an instance to them, which viewers show as the current one."""
+    return str(generate_uid(entropy_srcs=["CDSS EGFR node", kind, source_series_uid]))
+
+
 def source_datasets(volume: CTVolume, headers: Sequence[Dataset]) -> list[Dataset]:
     """The CT headers in the volume's slice order (one per slice; a multi-frame once)."""
     by_uid = {str(ds.SOPInstanceUID): ds for ds in headers}
@@ -48,7 +55,7 @@ def frames_in_source_order(volume: CTVolume, mask: np.ndarray) -> np.ndarray:
 
 
 def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dataset],
-                       equipment: Equipment) -> hd.seg.Segmentation:
+                       equipment: Equipment, instance_number: int = 1) -> hd.seg.Segmentation:
     name, _, version = tumor.segmenter.rpartition(" ")
     algorithm = hd.AlgorithmIdentificationSequence(
         name=name or tumor.segmenter, version=version or "unknown",
@@ -63,8 +70,8 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
         source_images=source_datasets(volume, headers),
         pixel_array=frames_in_source_order(volume, tumor.mask).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
-        series_instance_uid=hd.UID(), series_number=SEG_SERIES_NUMBER,
-        series_description="CDSS EGFR: lung tumor segmentation", sop_instance_uid=hd.UID(),
-        instance_number=1, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        series_instance_uid=result_series_uid(volume.series_uid, "SEG"),
+        series_number=SEG_SERIES_NUMBER, series_description="CDSS EGFR: lung tumor segmentation",
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
         software_versions=equipment.software_version,
         device_serial_number=equipment.device_serial_number, omit_empty_frames=False)

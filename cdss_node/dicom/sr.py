@@ -21,7 +21,7 @@ from pydicom.sr.coding import Code
 
 from cdss_node.dicom.seg import (
     ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
-    Equipment)
+    Equipment, result_series_uid)
 from cdss_node.pipeline.analyze import Analysis
 from cdss_node.pipeline.reasons import CODING_SCHEME as P
 from cdss_node.pipeline.records import EGFR_MUTANT
@@ -36,6 +36,15 @@ INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
                   "weight_kg": Code("kg", "UCUM", "kg")}
+
+
+@dataclass(frozen=True)
+class Version:
+    """Which analysis of the series this is, and the report it supersedes (named in the
+    Predecessor Documents Sequence)."""
+
+    instance_number: int = 1
+    previous: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,8 @@ class ReportedModel:
 
 
 def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentation,
-                headers: Sequence[Dataset], equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+                headers: Sequence[Dataset], equipment: Equipment,
+                version: Version = Version()) -> hd.sr.Comprehensive3DSR:
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=seg.SegmentSequence[0].TrackingUID, identifier=TUMOR_TRACKING_ID),
@@ -66,11 +76,12 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
         finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
         algorithm_id=_algorithm(model), measurements=_measurements(analysis, model),
         qualitative_evaluations=_evaluations(analysis, model))
-    return _document(group, [seg, *headers], headers, equipment)
+    return _document(group, [seg, *headers], headers, equipment, version)
 
 
 def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequence[Dataset],
-                         equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+                         equipment: Equipment, version: Version = Version()
+                         ) -> hd.sr.Comprehensive3DSR:
     reason = analysis.reason
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Series analysis"),
@@ -80,7 +91,7 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
     sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
     group[0].ContentSequence.append(hd.sr.TextContentItem(
         name=COMMENT, value=sentence[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
-    return _document(group, headers, headers, equipment)
+    return _document(group, headers, headers, equipment, version)
 
 
 def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
@@ -118,7 +129,7 @@ def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Qualita
 
 
 def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
-              equipment: Equipment) -> hd.sr.Comprehensive3DSR:
+              equipment: Equipment, version: Version) -> hd.sr.Comprehensive3DSR:
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -128,11 +139,15 @@ def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=[group],
         referenced_images=list(headers[:1]))
+    source_series = str(headers[0].SeriesInstanceUID)
     return hd.sr.Comprehensive3DSR(
-        evidence=list(evidence), content=report[0], series_instance_uid=hd.UID(),
+        evidence=list(evidence), content=report[0],
+        series_instance_uid=result_series_uid(source_series, "SR"),
         series_number=SR_SERIES_NUMBER, series_description="CDSS EGFR: report",
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER,
-        is_complete=True, contributing_equipment=[_contributing(equipment)])
+        sop_instance_uid=hd.UID(), instance_number=version.instance_number,
+        manufacturer=MANUFACTURER, is_complete=True,
+        previous_versions=[version.previous] if version.previous is not None else None,
+        contributing_equipment=[_contributing(equipment)])
 
 
 def _contributing(equipment: Equipment) -> hd.ContributingEquipment:

@@ -119,3 +119,26 @@ def _timed_nap(provider) -> float:
     started = time.monotonic()
     assert reactor_wait.dul_nap(provider, 5.0)  # as the DUL's own thread calls it
     return time.monotonic() - started
+
+
+def test_a_requestor_s_reactor_leaves_responses_to_the_sender():
+    from pynetdicom.dimse import DIMSEServiceProvider
+
+    reactor_wait.apply()
+    provider = DIMSEServiceProvider.__new__(DIMSEServiceProvider)
+    provider.msg_queue = queue.Queue()
+    provider.msg_queue.put((1, "C-STORE-RSP"))
+    seen = {}
+
+    class RequestorThread(threading.Thread):
+        is_requestor, dimse_timeout = True, 0.1
+
+        def run(self):
+            seen["reactor"] = provider.get_msg(block=False)
+
+    reactor = RequestorThread()
+    provider._assoc = reactor
+    reactor.start()
+    reactor.join()
+    assert seen["reactor"] == (None, None)              # the reactor takes nothing
+    assert provider.get_msg(block=True) == (1, "C-STORE-RSP")  # send_c_store's thread does

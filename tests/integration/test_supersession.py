@@ -1,0 +1,46 @@
+"""A series analysed again: the new SEG and SR join the old ones' series as the next instance,
+and the new SR names the old one in its Predecessor Documents Sequence."""
+
+from __future__ import annotations
+
+import pydicom
+import pytest
+
+from cdss_node.analysis import Analyzer
+from cdss_node.config import Config, NodeSection
+from cdss_node.dicom.sr import Version
+from cdss_node.jobs import AnalysisSettings
+from cdss_node.worker import Worker
+from tests.conftest import REPO
+from tests.integration.test_dicom_outputs import dciodvfy_errors, pixelmed_errors
+
+pytestmark = pytest.mark.integration
+SAMPLE = sorted((REPO / "sample_dicom" / "series").glob("*.dcm"))
+
+
+def test_second_analysis_supersedes_the_first(tmp_path):
+    analyzer = Analyzer(AnalysisSettings(device="cpu"))
+    analyzer.analyze(SAMPLE, tmp_path / "g1", version=Version(1))
+    first_sr = pydicom.dcmread(tmp_path / "g1" / "sr.dcm")
+    analyzer.analyze(SAMPLE, tmp_path / "g2", version=Version(2, previous=first_sr))
+    seg1, seg2 = (pydicom.dcmread(tmp_path / g / "seg.dcm") for g in ("g1", "g2"))
+    second_sr = pydicom.dcmread(tmp_path / "g2" / "sr.dcm")
+    assert seg1.SeriesInstanceUID == seg2.SeriesInstanceUID and seg2.InstanceNumber == 2
+    assert first_sr.SeriesInstanceUID == second_sr.SeriesInstanceUID
+    assert second_sr.InstanceNumber == 2 and seg1.SOPInstanceUID != seg2.SOPInstanceUID
+    predecessor = second_sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]\
+        .ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == first_sr.SOPInstanceUID
+    assert dciodvfy_errors(tmp_path / "g2" / "sr.dcm") == []
+    assert pixelmed_errors(tmp_path / "g2" / "sr.dcm") == []
+
+
+def test_worker_hands_the_latest_earlier_sr_to_the_next_analysis(tmp_path):
+    worker = Worker(Config(node=NodeSection(data_dir=str(tmp_path))), index=None,
+                    spool_root=tmp_path)
+    series = worker.results_root / "1.2.3"
+    for generation in (1, 2):
+        (series / f"g{generation}").mkdir(parents=True)
+    (series / "g1" / "sr.dcm").write_bytes(b"")
+    assert worker._previous_sr("1.2.3", 3) == str(series / "g1" / "sr.dcm")
+    assert worker._previous_sr("1.2.3", 1) == ""
