@@ -7,33 +7,25 @@ analysed by hand gives what the node gives.
 
 from __future__ import annotations
 
-import os
-from collections import Counter
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
-import pydicom
 import torch
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from cdss_node.config import AnalysisSection
+from cdss_node.dicom.outputs import write_dicom_results
+from cdss_node.dicom.sr import ReportedModel, Version
 from cdss_node.jobs import AnalysisSettings, Outcome
-from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
-from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import uses_image
-from cdss_node.pipeline.analyze import Analysis, analyze_series
+from cdss_node.pipeline.analyze import analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
 from cdss_node.results import write_result
 
 log = get_logger(__name__)
-
-SEG_FILE, SR_FILE = "seg.dcm", "sr.dcm"
 
 
 class Analyzer:
@@ -54,55 +46,15 @@ class Analyzer:
                 ) -> Outcome:
         analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
-        dicom_files = write_dicom_results(Path(out_dir), analysis, self.bundle, paths, version)
+        dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
+                                          paths, version)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
 
 
-def write_dicom_results(out_dir: Path, analysis: Analysis, bundle: ModelBundle,
-                        paths: Sequence[Path], version: Version = Version()) -> list[Path]:
-    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``."""
-    headers = series_headers(paths)
-    if not headers:
-        log.warning("no_dicom_report", reason="no readable DICOM header in the series")
-        return []
-    equipment = Equipment(software_version=_version())
-    model = ReportedModel(name=bundle.description.name, version=bundle.description.version,
-                          sha256=bundle.sha256, synthetic=bundle.description.training_data.synthetic)
-    if analysis.status != "ok":
-        report = not_evaluable_report(analysis, model, headers, equipment, version)
-        return [_save(report, out_dir, SR_FILE)]
-    seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
-                             version.instance_number)
-    report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
-                         equipment, version)
-    return [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
-
-
-def series_headers(paths: Sequence[Path]) -> list[Dataset]:
-    """The readable headers of the most frequent series among ``paths``."""
-    headers = []
-    for path in paths:
-        try:
-            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
-        except (InvalidDicomError, OSError, ValueError, EOFError):
-            continue
-    series = Counter(str(ds.get("SeriesInstanceUID", "")) for ds in headers).most_common(1)
-    return [ds for ds in headers if series and str(ds.get("SeriesInstanceUID", "")) == series[0][0]]
-
-
-def _save(dataset: Dataset, out_dir: Path, name: str) -> Path:
-    path = out_dir / name
-    partial = out_dir / f".{name}.partial"
-    dataset.save_as(partial, enforce_file_format=True)
-    os.replace(partial, path)
-    return path
-
-
-def _version() -> str:
-    try:
-        return metadata.version("cdss-node")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+def reported_model(bundle: ModelBundle) -> ReportedModel:
+    description = bundle.description
+    return ReportedModel(name=description.name, version=description.version,
+                         sha256=bundle.sha256, synthetic=description.training_data.synthetic)
 
 
 def make_segmenter(settings: AnalysisSettings) -> Segmenter:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from cdss_node.config import Config
 from cdss_node.dicom.sender import AssociationFailed, dicom_files, store_files
+from cdss_node.jobs import SEG_FILE, SR_FILE
 from cdss_node.node import INDEX_FILE, Node
 from cdss_node.store.status import series_status, state_counts
 
@@ -84,7 +85,7 @@ def show_result(node: Node, series_uid: str) -> None:
     say(f"7. the result ({path}):")
     for line in result_lines(result):
         say(f"   {line}")
-    dicom = [p.name for p in (path.parent / "seg.dcm", path.parent / "sr.dcm") if p.is_file()]
+    dicom = [name for name in (SEG_FILE, SR_FILE) if (path.parent / name).is_file()]
     say(f"   DICOM for the viewer, beside it: {', '.join(dicom) or 'none'}")
 
 

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from cdss_node.pipeline.analyze import Analysis
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "model" / "default_bundle"
+SEG_FILE, SR_FILE = "seg.dcm", "sr.dcm"   # the DICOM results beside result.json
 
 
 @dataclass(frozen=True)

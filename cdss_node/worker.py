@@ -17,11 +17,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
-import pydicom
 from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
-from cdss_node.jobs import AnalysisRequest, AnalysisSettings, Outcome
+from cdss_node.jobs import SR_FILE, AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.logs import configure_logging, get_logger
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
@@ -58,11 +57,12 @@ def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt
 
 
 def _answer(analyzer, request: AnalysisRequest) -> tuple[str, object]:
+    from cdss_node.dicom.outputs import read_report
     from cdss_node.dicom.sr import Version
 
     try:
         paths = [Path(p) for p in request.paths]
-        previous = pydicom.dcmread(request.previous_sr) if request.previous_sr else None
+        previous = read_report(request.previous_sr) if request.previous_sr else None
         version = Version(instance_number=request.generation, previous=previous)
         return "ok", analyzer.analyze(paths, Path(request.out_dir), version=version)
     except Exception as error:  # the one broad catch: the worker loop's top
@@ -194,7 +194,7 @@ class Worker:
     def _previous_sr(self, series_uid: str, generation: int) -> str:
         """The SR of the latest earlier analysis of the series, if one was written."""
         for earlier in range(generation - 1, 0, -1):
-            path = self.results_root / series_uid / f"g{earlier}" / "sr.dcm"
+            path = self.results_root / series_uid / f"g{earlier}" / SR_FILE
             if path.is_file():
                 return str(path)
         return ""

@@ -1,0 +1,75 @@
+"""The DICOM an analysis leaves beside result.json: ``seg.dcm`` and ``sr.dcm`` for an analysed
+tumor, or the not-evaluable ``sr.dcm``; and reading back an earlier report to supersede it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
+from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
+from cdss_node.jobs import SEG_FILE, SR_FILE
+from cdss_node.logs import get_logger
+
+if TYPE_CHECKING:
+    from cdss_node.pipeline.analyze import Analysis
+
+log = get_logger(__name__)
+
+
+def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedModel,
+                        paths: Sequence[Path], version: Version = Version()) -> list[Path]:
+    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``."""
+    headers = series_headers(paths)
+    if not headers:
+        log.warning("no_dicom_report", reason="no readable DICOM header in the series")
+        return []
+    equipment = Equipment(software_version=_version())
+    if analysis.status != "ok":
+        report = not_evaluable_report(analysis, model, headers, equipment, version)
+        return [_save(report, out_dir, SR_FILE)]
+    seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
+                             version.instance_number)
+    report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
+                         equipment, version)
+    return [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
+
+
+def series_headers(paths: Sequence[Path]) -> list[Dataset]:
+    """The readable headers of the most frequent series among ``paths``."""
+    headers = []
+    for path in paths:
+        try:
+            headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+    series = Counter(str(ds.get("SeriesInstanceUID", "")) for ds in headers).most_common(1)
+    return [ds for ds in headers if series and str(ds.get("SeriesInstanceUID", "")) == series[0][0]]
+
+
+def _save(dataset: Dataset, out_dir: Path, name: str) -> Path:
+    path = out_dir / name
+    partial = out_dir / f".{name}.partial"
+    dataset.save_as(partial, enforce_file_format=True)
+    os.replace(partial, path)
+    return path
+
+
+def _version() -> str:
+    try:
+        return metadata.version("cdss-node")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def read_report(path: str | Path) -> Dataset:
+    """An earlier SR, to be named as the predecessor of a new one."""
+    return pydicom.dcmread(path)
