@@ -20,7 +20,8 @@ from torch import nn
 from cdss_node.model.bundle import save_bundle
 from cdss_node.model.manifest import ClinicalInputs, ModelDescription, RadiomicsScaling, TrainingData
 from cdss_node.model.network import TABULAR, build_network
-from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling
+from cdss_node.model.predict import scale_radiomics
+from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vector
 from training.synthetic_cohort import CaseFeatures, case_features, clinical_matrix, draw_case
 
 MODEL_ID = "cdss-egfr-synthetic-tabular"
@@ -41,7 +42,9 @@ def build_default_bundle(out: Path, cases: int = 240, seed: int = 2024, folds: i
         if (i + 1) % 20 == 0 or i + 1 == cases:
             progress(f"features of case {i + 1}/{cases} ({time.monotonic() - started:.0f} s)")
     radiomics, clinical, labels = _matrices(features)
-    networks, oof = fit_folds(radiomics, clinical, labels, folds, seed, progress)
+    r, c = scaled_inputs(features, radiomics_scaling(features, radiomics),
+                         clinical_scaling(clinical))
+    networks, oof = fit_folds(r, c, labels, folds, seed, progress)
     description = _description(features, radiomics, clinical, labels, oof, cases, seed, folds)
     save_bundle(out, description, networks)
     progress(f"bundle {out}: out-of-fold AUC {description.validation_metrics['auc']:.3f} "
@@ -63,18 +66,19 @@ def clinical_scaling(clinical: np.ndarray) -> ClinicalScaling:
                            maximums=per_feature(np.nanmax))
 
 
-def scaled_inputs(radiomics: np.ndarray, clinical: np.ndarray, scaling: ClinicalScaling
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """As the node scales them: min-max (clipped) and median-imputed clinical values."""
-    low, high = radiomics.min(axis=0), radiomics.max(axis=0)
-    span = np.where(high > low, high - low, 1.0)
-    r = np.clip((radiomics - low) / span, 0, 1)
-    med = np.array([scaling.medians[n] for n in FEATURES])
-    c_low = np.array([scaling.minimums[n] for n in FEATURES])
-    c_span = np.array([scaling.maximums[n] for n in FEATURES]) - c_low
-    filled = np.where(np.isnan(clinical), med, clinical)
-    c = np.clip((filled - c_low) / np.where(c_span > 0, c_span, 1.0), 0, 1)
-    return r.astype(np.float32), c.astype(np.float32)
+def scaled_inputs(features: list[CaseFeatures], radiomics: RadiomicsScaling,
+                  clinical: ClinicalScaling) -> tuple[np.ndarray, np.ndarray]:
+    """The network's inputs, scaled by the node's own functions (as serving scales them)."""
+    r = np.stack([scale_radiomics(f.radiomics, radiomics) for f in features])
+    c = np.stack([clinical_vector(f.case.header, clinical, f.case.supplied).values
+                  for f in features])
+    return r, c
+
+
+def radiomics_scaling(features: list[CaseFeatures], radiomics: np.ndarray) -> RadiomicsScaling:
+    return RadiomicsScaling(names=features[0].radiomics.names,
+                            minimums=tuple(float(v) for v in radiomics.min(axis=0)),
+                            maximums=tuple(float(v) for v in radiomics.max(axis=0)))
 
 
 def fold_of_case(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -87,10 +91,10 @@ def fold_of_case(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def fit_folds(radiomics: np.ndarray, clinical: np.ndarray, labels: np.ndarray, folds: int,
+def fit_folds(r: np.ndarray, c: np.ndarray, labels: np.ndarray, folds: int,
               seed: int, progress: Callable[[str], None]) -> tuple[list[nn.Module], np.ndarray]:
-    """One network per fold, trained on the other folds; out-of-fold probabilities."""
-    r, c = scaled_inputs(radiomics, clinical, clinical_scaling(clinical))
+    """One network per fold, trained on the other folds (scaled inputs); out-of-fold
+    probabilities."""
     fold = fold_of_case(labels, folds, seed)
     networks, oof = [], np.zeros(len(labels))
     for k in range(folds):
@@ -154,9 +158,7 @@ def _description(features, radiomics, clinical, labels, oof, cases, seed, folds
     return ModelDescription(
         model_id=MODEL_ID, name="CDSS EGFR default (synthetic, radiomics + clinical)",
         version="0.1", architecture=TABULAR, hidden_features=HIDDEN, dropout=DROPOUT,
-        radiomics=RadiomicsScaling(names=features[0].radiomics.names,
-                                   minimums=tuple(float(v) for v in radiomics.min(axis=0)),
-                                   maximums=tuple(float(v) for v in radiomics.max(axis=0))),
+        radiomics=radiomics_scaling(features, radiomics),
         clinical=ClinicalInputs(names=FEATURES, scaling=clinical_scaling(clinical)),
         decision_threshold=threshold, intended_use=INTENDED_USE,
         training_data=TrainingData(
