@@ -29,7 +29,8 @@ import pydicom  # noqa: E402
 
 from bench.analyze import OUT, chest_ct  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.integration.nodeproc import NodeProcess, wait_for_port, write_config  # noqa: E402
+from tests.integration.nodeproc import (  # noqa: E402
+    NodeProcess, add_destination, wait_for_port, write_config)
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -43,9 +44,7 @@ def one_run(paths: list[Path], work: Path) -> dict[str, float]:
                             env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     config = write_config(work / "node.toml", work / "var", port, grace_s=2.0,
                           check_interval_s=0.5, workers=1)
-    with open(config, "a") as f:
-        f.write(f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\n'
-                f"port = {pacs_port}\n")
+    add_destination(config, pacs_port, "PACS")
     node = NodeProcess(config, port, work / "node.log").start()
     try:
         wait_for_port(pacs_port)

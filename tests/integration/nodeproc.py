@@ -22,6 +22,13 @@ def write_config(path: Path, data_dir: Path, port: int, grace_s: float = 0.3,
     return path
 
 
+def add_destination(config: Path, port: int, ae_title: str, outbox: str = "") -> None:
+    """Append an [outbox] section (its lines in ``outbox``) and one destination "pacs"."""
+    with open(config, "a") as f:
+        f.write(f"[outbox]\n{outbox}\n[[destinations]]\nname = \"pacs\"\n"
+                f'ae_title = "{ae_title}"\nhost = "127.0.0.1"\nport = {port}\n')
+
+
 def wait_for_port(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

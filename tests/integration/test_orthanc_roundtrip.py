@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import REPO, free_port
 from tests.integration.dcmtk import store_responses, storescu
-from tests.integration.nodeproc import NodeProcess, write_config
+from tests.integration.nodeproc import NodeProcess, add_destination, write_config
 from tests.integration.orthanc import Orthanc
 
 pytestmark = pytest.mark.integration
@@ -25,10 +25,7 @@ def test_ct_in_orthanc_comes_back_with_seg_and_sr(tmp_path):
     port = free_port()
     pacs = Orthanc(tmp_path / "orthanc", node_port=port).start()
     config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
-    with open(config, "a") as f:
-        f.write("[outbox]\ncheck_interval_s = 0.5\n"
-                f'[[destinations]]\nname = "pacs"\nae_title = "{pacs.aet}"\n'
-                f'host = "127.0.0.1"\nport = {pacs.dicom_port}\n')
+    add_destination(config, pacs.dicom_port, pacs.aet, outbox="check_interval_s = 0.5")
     node = NodeProcess(config, port, tmp_path / "node.log").start()
     study_uid = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)\
         .StudyInstanceUID

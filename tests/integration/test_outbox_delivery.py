@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import REPO, free_port, require_tool
 from tests.integration.dcmtk import store_responses, storescu
-from tests.integration.nodeproc import NodeProcess, wait_for_port, write_config
+from tests.integration.nodeproc import (
+    NodeProcess, add_destination, wait_for_port, write_config)
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "sample_dicom" / "series"
@@ -38,10 +39,8 @@ def wait_until(check, timeout: float = 240, what: str = "") -> dict:
 def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_path):
     port, pacs_port = free_port(), free_port()
     config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
-    with open(config, "a") as f:
-        f.write("[outbox]\nretry_initial_s = 1.0\nretry_max_s = 2.0\ncheck_interval_s = 0.5\n"
-                f'[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "127.0.0.1"\n'
-                f"port = {pacs_port}\n")
+    add_destination(config, pacs_port, "PACS",
+                    outbox="retry_initial_s = 1.0\nretry_max_s = 2.0\ncheck_interval_s = 0.5")
     node = NodeProcess(config, port, tmp_path / "node.log").start()
     try:
         assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
