@@ -7,6 +7,11 @@ version, sha256), the EGFR status and the model's intended use as qualitative ev
 observer is the node. A series that could not be analysed gets a report whose one group says
 so with the coded reason and a sentence. No standard codes exist for EGFR status, the
 radiomics features or the reasons: they use the node's private scheme ``99CDSS``.
+
+A "Summary" container (DCM 121111) comes right after TID 1500's context rows and before the
+Image Library: the impression in one sentence and the intended use. Viewers and ``dsr2html``
+render the tree in order, so these are the first lines a radiologist reads, not the end of a
+list of 120 values. TID 1500 is extensible; validators note the container as an extension.
 """
 
 from __future__ import annotations
@@ -29,11 +34,14 @@ from cdss_node.pipeline.records import EGFR_MUTANT
 SR_SERIES_NUMBER = 9902
 VOLUME = Code("118565006", "SCT", "Volume")
 COMMENT = Code("121106", "DCM", "Comment")
+SUMMARY = Code("121111", "DCM", "Summary")
+IMPRESSION = Code("121073", "DCM", "Impression")
 NO_UNITS = Code("1", "UCUM", "no units")
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
 INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
+CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
                   "weight_kg": Code("kg", "UCUM", "kg")}
 
@@ -76,7 +84,12 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
         finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
         algorithm_id=_algorithm(model), measurements=_measurements(analysis, model),
         qualitative_evaluations=_evaluations(analysis, model))
-    return _document(group, [seg, *headers], headers, equipment, version)
+    prediction = analysis.prediction
+    impression = (f"AI prediction: {prediction.label}, probability {prediction.probability:.3f} "
+                  f"(threshold {prediction.threshold:.3f}), tumor volume "
+                  f"{analysis.tumor.volume_mm3 / 1000:.1f} ml.")
+    return _document(group, _summary(impression, model), [seg, *headers], headers, equipment,
+                     version)
 
 
 def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequence[Dataset],
@@ -89,9 +102,21 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
             hd.sr.QualitativeEvaluation(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
             hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)])
     sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
-    group[0].ContentSequence.append(hd.sr.TextContentItem(
-        name=COMMENT, value=sentence[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS))
-    return _document(group, headers, headers, equipment, version)
+    group[0].ContentSequence.append(_text(COMMENT, sentence))
+    return _document(group, _summary(sentence, model), headers, headers, equipment, version)
+
+
+def _summary(impression: str, model: ReportedModel) -> hd.sr.ContainerContentItem:
+    """The impression and the intended use, to be read first."""
+    summary = hd.sr.ContainerContentItem(name=SUMMARY, relationship_type=CONTAINS)
+    summary.ContentSequence = hd.sr.ContentSequence([
+        _text(IMPRESSION, impression),
+        hd.sr.CodeContentItem(name=INTENDED_USE, value=model.caveat, relationship_type=CONTAINS)])
+    return summary
+
+
+def _text(name: Code, value: str) -> hd.sr.TextContentItem:
+    return hd.sr.TextContentItem(name=name, value=value[:1024], relationship_type=CONTAINS)
 
 
 def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
@@ -128,8 +153,9 @@ def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Qualita
             hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)]
 
 
-def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
-              equipment: Equipment, version: Version) -> hd.sr.Comprehensive3DSR:
+def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],
+              headers: Sequence[Dataset], equipment: Equipment, version: Version
+              ) -> hd.sr.Comprehensive3DSR:
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -139,6 +165,7 @@ def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=[group],
         referenced_images=list(headers[:1]))
+    _insert_after_context(report[0], summary)
     source_series = str(headers[0].SeriesInstanceUID)
     return hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report[0],
@@ -148,6 +175,14 @@ def _document(group, evidence: Sequence[Dataset], headers: Sequence[Dataset],
         manufacturer=MANUFACTURER, is_complete=True,
         previous_versions=[version.previous] if version.previous is not None else None,
         contributing_equipment=[_contributing(equipment)])
+
+
+def _insert_after_context(root: Dataset, item: Dataset) -> None:
+    """Put ``item`` after the root's language, observer and procedure rows (TID 1500 rows 2-4)."""
+    content = root.ContentSequence
+    first = next((k for k, child in enumerate(content) if child.ValueType == "CONTAINER"),
+                 len(content))
+    content.insert(first, item)
 
 
 def _contributing(equipment: Equipment) -> hd.ContributingEquipment:

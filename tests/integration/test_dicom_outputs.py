@@ -3,7 +3,9 @@ dsrdump and highdicom, and saying what result.json says."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -118,3 +120,36 @@ def test_not_evaluable_sr_gives_the_coded_reason_and_a_sentence(not_evaluable):
                           capture_output=True, text=True).stdout
     assert "(NE004,99CDSS,\"Missing slices\")" in dump
     assert "Not evaluable: Slices are missing" in dump and result["reason"]["code"] == "NE004"
+
+
+def dsr2html_content(path: Path) -> list[str]:
+    """The text lines of ``dsr2html``'s rendering from TID 1500's last context row (the
+    procedure reported) on."""
+    page = subprocess.run([require_tool("dsr2html"), str(path)], capture_output=True,
+                          text=True, check=True).stdout
+    text = html.unescape(re.sub(r"<[^>]+>", "", page))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    start = lines.index("Imaging Measurement Report")
+    context = [line.startswith(("Concept Modifier:", "Observation Context:"))
+               for line in lines[start + 1:]]
+    return lines[start + context.index(False):]
+
+
+def test_dsr2html_shows_the_egfr_result_and_its_caveat_first(analysed):
+    out, result = analysed
+    lines = dsr2html_content(out / "sr.dcm")
+    assert lines[0].startswith("Concept Modifier: Procedure reported")
+    prediction = result["prediction"]
+    assert lines[1:4] == [
+        "Summary",
+        f"AI prediction: {prediction['label']}, probability {prediction['probability']:.3f} "
+        f"(threshold {prediction['threshold']:.3f}), tumor volume "
+        f"{result['tumor']['volume_mm3'] / 1000:.1f} ml.",
+        "Trained on synthetic data; not for clinical use"]
+
+
+def test_dsr2html_shows_why_a_series_was_not_evaluable_first(not_evaluable):
+    out, _ = not_evaluable
+    lines = dsr2html_content(out / "sr.dcm")
+    assert lines[1] == "Summary" and lines[2].startswith("Not evaluable: Slices are missing")
+    assert lines[3] == "Trained on synthetic data; not for clinical use"
