@@ -1,19 +1,28 @@
 """``cdss-node demo``: the main job on the embedded defaults, told step by step.
 
 Starts the node, sends a folder of DICOM files to it over a real association, waits until the
-series is complete and analysed, prints the node's status and the analysis result, and stops.
+series is complete and analysed, prints the node's status and the analysis result, waits until
+the SEG and SR have been sent to the destinations and stops. With no ``[[destinations]]`` in the
+configuration it starts a stand-in PACS (:mod:`cdss_node.demo_pacs`) and sends to that, then
+shows what arrived there: the objects and the first lines of the SR.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pydicom
+
 from cdss_node.config import Config
+from cdss_node.demo_pacs import DemoPacs
 from cdss_node.dicom.sender import AssociationFailed, dicom_files, store_files
+from cdss_node.dicom.sr import report_summary
 from cdss_node.jobs import SEG_FILE, SR_FILE
 from cdss_node.node import INDEX_FILE, Node
+from cdss_node.store import outbox
 from cdss_node.store.status import series_status, state_counts
 
 
@@ -23,15 +32,22 @@ def run_demo(config: Config, series_dir: Path) -> int:
         print(f"demo: no DICOM files in {series_dir} (run from the repository root, "
               "or pass --series DIR)")
         return 1
+    pacs = None if config.destinations else DemoPacs(config.data_path / "demo_pacs")
+    if pacs is not None:
+        config = replace(config, destinations=(pacs.start(),))
     node = Node(config)
     node.start()
     try:
-        return _send_and_show(node, config, files, series_dir)
+        ok = _send_and_show(node, config, files, series_dir)
+        study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
+        return 0 if _show_delivery(node, config, pacs, study) and ok else 1
     finally:
         node.stop()
+        if pacs is not None:
+            pacs.stop()
 
 
-def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Path) -> int:
+def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Path) -> bool:
     host = "127.0.0.1" if config.node.host in ("0.0.0.0", "::") else config.node.host
     say(f"1. node {config.node.ae_title} listening on {host}:{config.node.port}, "
         f"data in {config.data_path.resolve()}")
@@ -60,8 +76,7 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
         for line in series_history(node, latest[0].series_uid):
             say(f"   {line}")
         show_result(node, latest[0].series_uid)
-    _say_outbox(node, config)
-    return 0 if settled and analysed and not failed else 1
+    return settled and analysed and not failed
 
 
 def _wait_for_analysis(node: Node, config: Config, series_uid: str) -> bool:
@@ -111,15 +126,34 @@ def result_lines(result: dict) -> list[str]:
                                           result["stage_seconds"].items())]
 
 
-def _say_outbox(node: Node, config: Config) -> None:
-    if not config.destinations:
-        say("   No [[destinations]] configured: SEG and SR stay in the results folder. With a "
-            "PACS configured, the node sends them there (cdss-node status shows the outbox).")
-        return
-    from cdss_node.store import outbox
+def _show_delivery(node: Node, config: Config, pacs: DemoPacs | None, study: str) -> bool:
+    names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations)
+    if node.worker is None:
+        return True
+    say(f"8. sending SEG and SR to {names} ...")
+    counts = _wait_for_outbox(node, timeout_s=60)
+    say(f"   outbox: {counts}")
+    if pacs is None:
+        return not counts.get(outbox.PENDING) and not counts.get(outbox.DEAD)
+    say(f"9. the stand-in PACS ({pacs.folder}) received:")
+    for path in pacs.received:
+        ds = pydicom.dcmread(path)
+        where = "the CT's study" if ds.StudyInstanceUID == study else "ANOTHER study"
+        say(f"   {ds.Modality:<3} {ds.SeriesDescription!r} into {where} ({path.name})")
+        if ds.Modality == "SR":
+            say("   first lines of the SR, as a viewer shows them:")
+            for line in report_summary(ds):
+                say(f"     {line}")
+    return len(pacs.received) > 0 and not counts.get(outbox.PENDING)
 
-    say(f"8. outbox: {outbox.counts(node.index)} (sent within "
-        f"{config.outbox.check_interval_s:g} s when the destination answers)")
+
+def _wait_for_outbox(node: Node, timeout_s: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout_s
+    counts = outbox.counts(node.index)
+    while counts.get(outbox.PENDING) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counts = outbox.counts(node.index)
+    return counts
 
 
 def series_history(node: Node, series_uid: str) -> list[str]:

@@ -74,6 +74,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
     # Third-party chatter: pynetdicom logs every PDU at debug level, APScheduler every run of
-    # a job at info; keep them to warnings (pynetdicom: info when the operator asks for debug).
+    # a job and highdicom every copied module at info; keep them to warnings (pynetdicom: info
+    # when the operator asks for debug).
     logging.getLogger("pynetdicom").setLevel(logging.INFO if level == "debug" else logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)

@@ -177,6 +177,20 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
         contributing_equipment=[_contributing(equipment)])
 
 
+def report_summary(report: Dataset) -> list[str]:
+    """The lines of the Summary container of a report this module wrote (empty if none)."""
+    for item in report.get("ContentSequence", []):
+        if _concept(item) == SUMMARY.value:
+            return [child.TextValue if child.ValueType == "TEXT"
+                    else child.ConceptCodeSequence[0].CodeMeaning
+                    for child in item.ContentSequence]
+    return []
+
+
+def _concept(item: Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeValue)
+
+
 def _insert_after_context(root: Dataset, item: Dataset) -> None:
     """Put ``item`` after the root's language, observer and procedure rows (TID 1500 rows 2-4)."""
     content = root.ContentSequence
