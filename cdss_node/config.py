@@ -130,6 +130,10 @@ class OutboxSection:
         "cdss-node resend tries again).", min=0.01)
     check_interval_s: float = _key(2.0, "Seconds between looks at the outbox.", min=0.1,
                                    max=600.0)
+    probe_interval_s: float = _key(
+        30.0, "Seconds between C-ECHOs to a destination that could not be reached while "
+        "results wait for their next retry; when it answers they are sent at once. 0: off.",
+        min=0.0, max=3600.0)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from cdss_node.config import Config
 from cdss_node.dicom.receiver import Receiver
-from cdss_node.dicom.sender import deliver_due
+from cdss_node.dicom.sender import DestinationProbe, deliver_due
 from cdss_node.logs import get_logger
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
+from cdss_node.store import outbox
 from cdss_node.store.outbox import RetryPolicy
 from cdss_node.store.retention import purge_finished_series
 from cdss_node.store.spool import Spool
@@ -42,13 +43,14 @@ class Node:
                        if config.analysis.workers else None)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._delivering = threading.Lock()
+        self.probe = DestinationProbe(config.outbox.probe_interval_s)
 
     def start(self) -> None:
         report = self.index.recover()
         partial = self.spool.clean_tmp()
         log.info("node_recovered", associations_closed=report.associations_closed,
                  jobs_requeued=report.jobs_requeued, series_requeued=report.series_requeued,
-                 partial_files_removed=partial)
+                 partial_files_removed=partial, results_due_now=outbox.make_due(self.index))
         self._schedule_periodic()
         self.scheduler.start()
         self.receiver.start()
@@ -93,11 +95,14 @@ class Node:
             self._deliver_round()
 
     def _deliver_round(self) -> None:
-        if self.config.destinations:
-            section = self.config.outbox
-            policy = RetryPolicy(section.retry_initial_s, section.retry_max_s,
-                                 section.give_up_after_h * 3600)
-            deliver_due(self.index, self.config.destinations, policy, self.config.node.ae_title)
+        if not self.config.destinations:
+            return
+        section, aet = self.config.outbox, self.config.node.ae_title
+        if section.probe_interval_s:
+            self.probe.run(self.index, self.config.destinations, aet)
+        policy = RetryPolicy(section.retry_initial_s, section.retry_max_s,
+                             section.give_up_after_h * 3600)
+        deliver_due(self.index, self.config.destinations, policy, aet)
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)

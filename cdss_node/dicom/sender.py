@@ -5,12 +5,14 @@ Files are sent as they are on disk (pynetdicom reads the encoded dataset, no re-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
 from pydicom import dcmread
 from pynetdicom import AE, _config
+from pynetdicom.sop_class import Verification
 
 from cdss_node.config import Destination
 from cdss_node.logs import get_logger
@@ -56,7 +58,7 @@ def store_files(paths: list[Path], ae_title: str, host: str, port: int,
         ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate(host, port, ae_title=ae_title)
     if not assoc.is_established:
-        raise AssociationFailed(f"no association with {ae_title}@{host}:{port}")
+        raise AssociationFailed(f"{outbox.NO_ASSOCIATION} {ae_title}@{host}:{port}")
     try:
         return [_send_one(assoc, path) for path in paths]
     finally:
@@ -121,6 +123,47 @@ def _deliver(index: Index, destination: Destination, rows: list[outbox.Delivery]
     log.info("results_sent", destination=destination.name,
              sent=sum(r.ok for r in results), failed=sum(not r.ok for r in results))
     return sum(r.ok for r in results)
+
+
+def echo(destination: Destination, calling_aet: str, timeout_s: float = 10.0) -> bool:
+    """True when the destination accepts an association and answers a C-ECHO with Success."""
+    ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not assoc.is_established:
+        return False
+    try:
+        status = assoc.send_c_echo()
+        return status is not None and status.get("Status") == 0x0000
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+@dataclass
+class DestinationProbe:
+    """C-ECHO, at most every ``interval_s``, each destination whose results wait because it
+    could not be reached; one that answers gets its results at once, not after the backoff."""
+
+    interval_s: float
+    _last: dict[str, float] = field(default_factory=dict)
+
+    def run(self, index: Index, destinations: tuple[Destination, ...], calling_aet: str,
+            now: float | None = None) -> list[str]:
+        """Probe those that are due for it; returns the names of the ones that answered."""
+        now = time.monotonic() if now is None else now
+        by_name = {d.name: d for d in destinations}
+        back = []
+        for name in outbox.unreachable_destinations(index):
+            if name not in by_name or now - self._last.get(name, -1e18) < self.interval_s:
+                continue
+            self._last[name] = now
+            if echo(by_name[name], calling_aet):
+                log.info("destination_answers", destination=name,
+                         results_due_now=outbox.make_due(index, name))
+                back.append(name)
+        return back
 
 
 def _failed(index: Index, rows: list[outbox.Delivery], error: str,

@@ -7,6 +7,11 @@ the node starts again. A failed send is tried again after an exponential backoff
 since the row was made; then it is ``dead``, shown by ``cdss-node status`` and sent again by
 ``cdss-node resend``. Sending an instance twice is harmless: the PACS keeps one copy per SOP
 Instance UID.
+
+A long backoff must not delay a destination that is back: while rows wait because no
+association could be made (``NO_ASSOCIATION``), the node probes that destination with C-ECHO
+and, when it answers, makes its rows due at once (``make_due``). A node that starts makes every
+pending row due too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 from cdss_node.store.index import Index
 
 PENDING, SENT, DEAD = "pending", "sent", "dead"
+NO_ASSOCIATION = "no association with"  # how a failed send's last_error starts when the peer
+                                        # could not be reached or refused the association
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,26 @@ def resend_dead(index: Index, now: float | None = None) -> int:
     with index.transaction() as db:
         return db.execute("UPDATE outbox SET state=?, created_at=?, next_attempt_at=? "
                           "WHERE state=?", (PENDING, now, now, DEAD)).rowcount
+
+
+def unreachable_destinations(index: Index, now: float | None = None) -> list[str]:
+    """Destinations with rows waiting for a later try because no association could be made."""
+    now = time.time() if now is None else now
+    rows = index.query("SELECT DISTINCT destination FROM outbox WHERE state=? AND "
+                       "next_attempt_at>? AND last_error LIKE ? ORDER BY destination",
+                       (PENDING, now, NO_ASSOCIATION + "%"))
+    return [row["destination"] for row in rows]
+
+
+def make_due(index: Index, destination: str | None = None, now: float | None = None) -> int:
+    """Pending rows (of one destination, or all) are due now; returns how many."""
+    now = time.time() if now is None else now
+    where, args = ("state=? AND next_attempt_at>?", [PENDING, now])
+    if destination is not None:
+        where, args = where + " AND destination=?", args + [destination]
+    with index.transaction() as db:
+        return db.execute(f"UPDATE outbox SET next_attempt_at=? WHERE {where}",
+                          (now, *args)).rowcount
 
 
 def counts(index: Index) -> dict[str, int]:

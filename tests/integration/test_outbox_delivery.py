@@ -70,3 +70,30 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
     study = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)
     assert {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in files} == {
         study.StudyInstanceUID}
+
+
+def test_a_destination_that_is_back_gets_its_results_before_the_backoff_ends(tmp_path):
+    port, pacs_port = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1)
+    add_destination(config, pacs_port, "PACS", outbox="retry_initial_s = 3600.0\n"
+                    "retry_max_s = 3600.0\ncheck_interval_s = 0.5\nprobe_interval_s = 1.0")
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    received = tmp_path / "pacs"
+    received.mkdir()
+    pacs = None
+    try:
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        wait_until(lambda: "result_not_sent" in (tmp_path / "node.log").read_text(),
+                   what="a failed first send")
+        pacs = subprocess.Popen([require_tool("storescp"), "-aet", "PACS", "-od", str(received),
+                                 str(pacs_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        wait_until(lambda: status(node)["outbox"] == {"sent": 2}, timeout=60,
+                   what="both results sent long before the hour's backoff ends")
+    finally:
+        node.stop()
+        if pacs is not None:
+            pacs.terminate()
+            pacs.wait(10)
+    assert len(list(received.iterdir())) == 2
+    assert "destination_answers" in (tmp_path / "node.log").read_text()

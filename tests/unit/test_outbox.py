@@ -90,3 +90,17 @@ def test_status_lists_dead_results_and_resend_queues_them(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("2 dead result(s) queued again")
     assert main(["--config", str(config), "status", "--json"]) == 0
     assert '"pending": 2' in capsys.readouterr().out
+
+
+def test_rows_that_wait_for_an_unreachable_destination_can_be_made_due_at_once(index):
+    policy = outbox.RetryPolicy(initial_s=600, max_s=600)
+    finished_with_deliveries(index)
+    seg, sr = outbox.due(index)
+    outbox.mark_failed(index, seg, f"{outbox.NO_ASSOCIATION} PACS@10.0.0.5:104", policy)
+    outbox.mark_failed(index, sr, "C-STORE status 0xa700", policy)
+    assert outbox.due(index) == []
+    assert outbox.unreachable_destinations(index) == ["pacs"]
+    assert outbox.make_due(index, "elsewhere") == 0 and outbox.due(index) == []
+    assert outbox.make_due(index, "pacs") == 2
+    assert [d.path for d in outbox.due(index)] == ["/r/seg.dcm", "/r/sr.dcm"]
+    assert outbox.unreachable_destinations(index) == []
