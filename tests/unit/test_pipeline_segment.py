@@ -32,7 +32,7 @@ def test_finds_and_outlines_the_sample_tumor(sample):
     result = DefaultSegmenter().segment(volume)
     assert result.found and result.candidates >= 1
     assert dice(result.mask, tumor) >= 0.8
-    assert result.segmenter == "CDSS default lesion segmenter 0.2"
+    assert result.segmenter == "CDSS default lesion segmenter 0.3"
     centre = np.argwhere(tumor).mean(axis=0)
     assert np.abs(np.array(result.centre_voxel) - centre).max() <= 2
 
