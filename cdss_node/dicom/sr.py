@@ -125,9 +125,17 @@ def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
                                          family=ARTIFICIAL_INTELLIGENCE)
 
 
+def _segmenter(segmenter: str) -> hd.sr.AlgorithmIdentification:
+    """The segmenter that drew the mask the volume is measured on ("name version")."""
+    name, _, version = segmenter.rpartition(" ")
+    return hd.sr.AlgorithmIdentification(name=(name or segmenter)[:64],
+                                         version=(version if name else "unknown")[:64])
+
+
 def _measurements(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
     found = [hd.sr.Measurement(name=VOLUME, value=analysis.tumor.volume_mm3,
-                               unit=codes.UCUM.CubicMillimeter),
+                               unit=codes.UCUM.CubicMillimeter,
+                               algorithm_id=_segmenter(analysis.tumor.segmenter)),
              hd.sr.Measurement(name=codes.DCM.Probability,
                                value=analysis.prediction.probability, unit=NO_UNITS,
                                algorithm_id=_algorithm(model))]

@@ -103,9 +103,13 @@ def test_sr_says_what_result_json_says(analysed):
                           text=True)
     assert dump.returncode == 0 and "Imaging Measurement Report" in dump.stdout
     group = sr.content.get_volumetric_roi_measurement_groups()[0]
-    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    measurements = {m.name.meaning: m for m in group.get_measurements()}
+    values = {name: m.value for name, m in measurements.items()}
     assert values["Probability"] == pytest.approx(result["prediction"]["probability"])
     assert values["Volume"] == pytest.approx(result["tumor"]["volume_mm3"])
+    algorithm = {item.ConceptNameCodeSequence[0].CodeValue: item.get("TextValue")
+                 for item in measurements["Volume"][0].ContentSequence}
+    assert f"{algorithm['111001']} {algorithm['111003']}" == result["tumor"]["segmenter"]
     assert sum(name.startswith(("shape_", "firstorder_", "gl", "ngtdm_")) for name in values) == 107
     evaluations = {e.name.meaning: e.value.meaning for e in group.get_qualitative_evaluations()}
     assert evaluations["EGFR mutation status (predicted)"] == result["prediction"]["label"]

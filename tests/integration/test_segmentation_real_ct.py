@@ -6,6 +6,7 @@ smaller set."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 import statistics
 
 import numpy as np
@@ -69,3 +70,13 @@ def test_real_tumors_with_their_masks(name):
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
     found = DefaultSegmenter().segment(volume_of(hu, (sz, sy, sx)))
     assert dice(found.mask, truth) >= 0.7
+
+
+def test_of_two_lesions_the_larger_is_the_primary(hosts):
+    host = hosts[1.0]
+    hu, small = insert(host, "solid", 14.0, seed=21)
+    second = replace(host, hu=hu, air=host.air & ~within(small.mask, 20.0, host.spacing_mm))
+    hu, large = insert(second, "part-solid", 26.0, seed=22)
+    found = DefaultSegmenter().segment(volume_of(hu, host.spacing_mm))
+    assert found.candidates >= 2
+    assert dice(found.mask, large.mask) >= 0.8 and not (found.mask & small.mask).any()
