@@ -64,7 +64,7 @@ from monai.networks.nets import UNet
 from scipy import ndimage
 
 from cdss_node.pipeline.records import CTVolume, TumorMask, require
-from cdss_node.pipeline.segment import lung_fields
+from cdss_node.pipeline.lungs import lung_fields
 
 HU_CLIP = (-1024.0, 1000.0)
 NETWORK_SPACING_MM = (1.5, 1.0, 1.0)   # z, y, x: their pixdim (1, 1, 1.5) on NIfTI x, y, z

@@ -9,7 +9,8 @@ import pytest
 
 from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.records import TumorMask
-from cdss_node.pipeline.segment import DefaultSegmenter, ellipsoid, lung_fields
+from cdss_node.pipeline.lungs import ellipsoid, lung_fields
+from cdss_node.pipeline.segment import DefaultSegmenter
 from tests.conftest import REPO
 
 SAMPLE = REPO / "sample_dicom"
