@@ -38,6 +38,28 @@ def _parser() -> argparse.ArgumentParser:
                           "volumes into DIR (default: $CDSS_REAL_CT or .cache/real-ct).")
     real.add_argument("--cache", type=Path, default=None)
     real.set_defaults(func=cmd_real_ct)
+    fit = sub.add_parser(
+        "seg-fit", help="train or fine-tune the node's 3D U-Net tumor segmenter",
+        description="Train the LungTumorMask-shaped 3D U-Net on CTs with tumor masks (NIfTI "
+        "pairs <case>_image.nii.gz + <case>_mask.nii.gz in --data, and/or --hybrid cases on "
+        "the real thorax), checkpoint every epoch into OUT, report the held-back Dice.")
+    fit.add_argument("out", type=Path, help="folder for checkpoints and history.json")
+    fit.add_argument("--data", type=Path, default=None, help="folder of NIfTI pairs")
+    fit.add_argument("--hybrid", type=int, default=0, help="hybrid training cases to make")
+    fit.add_argument("--held-back", type=int, default=1,
+                     help="hybrid cases kept out of training and scored each epoch")
+    fit.add_argument("--epochs", type=int, default=10)
+    fit.add_argument("--iterations", type=int, default=30, help="batches per epoch")
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
+    fit.add_argument("--init", type=Path, default=None, help="weights to fine-tune from")
+    fit.set_defaults(func=cmd_seg_fit)
+    export = sub.add_parser("seg-export", help="write a seg-fit checkpoint as node weights",
+                            description="Write the network of a seg-fit checkpoint as the "
+                            "weights file [analysis] unet_weights loads.")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("weights", type=Path)
+    export.set_defaults(func=cmd_seg_export)
     bundle = sub.add_parser(
         "default-bundle", help="train the node's default bundle on the synthetic cohort",
         description="Train the radiomics + clinical network fivefold on a synthetic cohort "
@@ -62,6 +84,32 @@ def cmd_default_bundle(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     build_default_bundle(args.out, cases=args.cases, seed=args.seed, folds=args.folds)
+    return 0
+
+
+def cmd_seg_fit(args: argparse.Namespace) -> int:
+    from training.seg_fit import FitSettings, fit, hybrid_training_cases, nifti_cases
+
+    train = nifti_cases(args.data) if args.data else []
+    train += hybrid_training_cases(args.hybrid, first_seed=1000)
+    held_back = hybrid_training_cases(args.held_back, first_seed=9000)
+    if not train:
+        print("seg-fit: no training cases (give --data DIR and/or --hybrid N)", file=sys.stderr)
+        return 2
+    print(f"seg-fit: {len(train)} training cases, {len(held_back)} held back; checkpoints in "
+          f"{args.out}")
+    fit(train, held_back, args.out, FitSettings(
+        epochs=args.epochs, iterations=args.iterations, learning_rate=args.lr,
+        device=args.device, init=args.init))
+    return 0
+
+
+def cmd_seg_export(args: argparse.Namespace) -> int:
+    from training.seg_fit import export
+
+    digest = export(args.checkpoint, args.weights)
+    print(f"{args.weights}  sha256 {digest}\nuse it with [analysis] segmenter = "
+          f"\"lungtumormask\", unet_weights = \"{args.weights}\"")
     return 0
 
 

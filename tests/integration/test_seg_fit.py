@@ -1,0 +1,45 @@
+"""``cdss-train seg-fit`` trains the node's U-Net on hybrid cases and ``seg-export`` writes
+weights that the node's LungTumorMask segmenter loads. A smoke run: two batches, one epoch
+(learning is shown by the run in the issue note and README, which takes minutes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cdss_node.pipeline.unet_segment import LungTumorMaskSegmenter
+from tests.integration.test_segmentation_real_ct import load
+from training.seg_fit import export, hybrid_training_cases
+from training.segmentation_eval import volume_of
+
+pytestmark = pytest.mark.integration
+
+
+def test_seg_fit_checkpoints_and_seg_export_gives_weights_the_node_loads(tmp_path):
+    load("ts-thorax")  # skips (or fails in CI) without the real CTs
+    run = subprocess.run([sys.executable, "-m", "training", "seg-fit", str(tmp_path / "fit"),
+                          "--hybrid", "1", "--held-back", "1", "--epochs", "1",
+                          "--iterations", "2", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    history = json.loads((tmp_path / "fit" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1] and len(history[0]["held_back_dice"]) == 1
+    assert (tmp_path / "fit" / "best.pt").is_file() and (tmp_path / "fit" / "last.pt").is_file()
+    weights = tmp_path / "unet.pt"
+    digest = export(tmp_path / "fit" / "best.pt", weights)
+    segmenter = LungTumorMaskSegmenter(weights, device="cpu", roi_size=(48, 64, 64))
+    assert segmenter.version == f"weights sha256:{digest[:16]}"
+    case = hybrid_training_cases(1, first_seed=9000)[0]
+    found = segmenter.segment(volume_of(case.hu, case.spacing_mm))
+    assert found.mask.shape == case.mask.shape
+
+
+def test_seg_export_refuses_a_checkpoint_of_another_network(tmp_path):
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(RuntimeError, match="state_dict"):
+        export(tmp_path / "other.pt", tmp_path / "unet.pt")
+    assert not (tmp_path / "unet.pt").exists()
