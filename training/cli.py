@@ -40,11 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     real.set_defaults(func=cmd_real_ct)
     fit = sub.add_parser(
         "seg-fit", help="train or fine-tune the node's 3D U-Net tumor segmenter",
-        description="Train the LungTumorMask-shaped 3D U-Net on CTs with tumor masks (NIfTI "
-        "pairs <case>_image.nii.gz + <case>_mask.nii.gz in --data, and/or --hybrid cases on "
-        "the real thorax), checkpoint every epoch into OUT, report the held-back Dice.")
+        description="Train the LungTumorMask-shaped 3D U-Net on CTs with tumor masks (in "
+        "--data: NIfTI pairs <case>_image.nii.gz + <case>_mask.nii.gz, and sub-folders with a "
+        "DICOM CT series and its SEG; and/or --hybrid cases on the real thorax), checkpoint "
+        "every epoch into OUT, report the held-back Dice.")
     fit.add_argument("out", type=Path, help="folder for checkpoints and history.json")
-    fit.add_argument("--data", type=Path, default=None, help="folder of NIfTI pairs")
+    fit.add_argument("--data", type=Path, default=None,
+                     help="folder of NIfTI pairs and/or DICOM CT + SEG sub-folders")
     fit.add_argument("--hybrid", type=int, default=0, help="hybrid training cases to make")
     fit.add_argument("--held-back", type=int, default=1,
                      help="hybrid cases kept out of training and scored each epoch")
@@ -88,9 +90,10 @@ def cmd_default_bundle(args: argparse.Namespace) -> int:
 
 
 def cmd_seg_fit(args: argparse.Namespace) -> int:
-    from training.seg_fit import FitSettings, fit, hybrid_training_cases, nifti_cases
+    from training.seg_fit import (
+        FitSettings, dicom_seg_cases, fit, hybrid_training_cases, nifti_cases)
 
-    train = nifti_cases(args.data) if args.data else []
+    train = nifti_cases(args.data) + dicom_seg_cases(args.data) if args.data else []
     train += hybrid_training_cases(args.hybrid, first_seed=1000)
     held_back = hybrid_training_cases(args.held_back, first_seed=9000)
     if not train:

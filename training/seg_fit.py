@@ -1,7 +1,8 @@
 """Train or fine-tune the node's LungTumorMask-shaped 3D U-Net on CTs with tumor masks.
 
-Cases are CT volumes (HU, z-y-x) with a tumor mask: NIfTI pairs from a folder
-(``<case>_image.nii.gz`` + ``<case>_mask.nii.gz``) and/or hybrid cases made on the fly from the
+Cases are CT volumes (HU, z-y-x) with a tumor mask: from a folder, NIfTI pairs
+(``<case>_image.nii.gz`` + ``<case>_mask.nii.gz``) and sub-folders with a DICOM CT series and a
+DICOM SEG of it (loaded as the node loads a series); and/or hybrid cases made on the fly from the
 real thorax (``training.hybrid_lesions``). Each case becomes one network input per lung, made
 by the node's own preprocessing (``cdss_node.pipeline.unet_segment``: lung boxes, HU clip,
 z-score, 1 x 1 x 1.5 mm), so that what is trained is what the node runs. Training draws
@@ -19,7 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 import torch
 from monai.data import DataLoader, Dataset
@@ -27,8 +30,11 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.transforms import (
     Compose, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, SpatialPadd)
+from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
+from cdss_node.analysis import series_files
+from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.unet_segment import (
     NETWORK_SPACING_MM, build_unet, choose_device, largest_component, lung_boxes, normalise,
     resample, tumor_voxels, zscore_parameters)
@@ -83,6 +89,42 @@ def nifti_cases(folder: Path) -> list[Case]:
         cases.append(Case(image_path.name.removesuffix("_image.nii.gz"),
                           sitk.GetArrayFromImage(image), (sz, sy, sx), mask))
     return cases
+
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def dicom_seg_cases(folder: Path) -> list[Case]:
+    """Each sub-folder of ``folder`` that holds a CT series and a DICOM SEG of it: the CT as
+    the node loads it, the union of the SEG's segments as the mask."""
+    cases = []
+    for case_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        ct_files, seg_files = _split_seg(case_dir)
+        if ct_files and seg_files:
+            volume = load_volume(ct_files)
+            cases.append(Case(case_dir.name, volume.hu, volume.spacing_mm,
+                              seg_mask(seg_files[0], volume.source_instance_uids)))
+    return cases
+
+
+def _split_seg(case_dir: Path) -> tuple[list[Path], list[Path]]:
+    ct_files, seg_files = [], []
+    for path in series_files(case_dir):
+        try:
+            sop_class = pydicom.dcmread(path, stop_before_pixels=True,
+                                        specific_tags=["SOPClassUID"]).SOPClassUID
+        except (InvalidDicomError, OSError, AttributeError):
+            continue
+        (seg_files if sop_class == SEGMENTATION_STORAGE else ct_files).append(path)
+    return ct_files, seg_files
+
+
+def seg_mask(path: Path, slice_uids: tuple[str, ...]) -> np.ndarray:
+    """All segments of a SEG on the CT's slices, in the CT's slice order (bool z, y, x)."""
+    seg = hd.seg.segread(path)
+    frames = seg.get_pixels_by_source_instance(list(slice_uids), combine_segments=True,
+                                               ignore_spatial_locations=True)
+    return np.asarray(frames) > 0
 
 
 def _transforms() -> Compose:

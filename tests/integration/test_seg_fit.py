@@ -5,18 +5,23 @@ weights that the node's LungTumorMask segmenter loads. A smoke run: two batches,
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from cdss_node.pipeline.unet_segment import LungTumorMaskSegmenter
 from tests.integration.test_segmentation_real_ct import load
-from training.seg_fit import export, hybrid_training_cases
+from tests.conftest import REPO
+from training.seg_fit import dicom_seg_cases, export, hybrid_training_cases
 from training.segmentation_eval import volume_of
 
 pytestmark = pytest.mark.integration
+SAMPLE = REPO / "sample_dicom" / "series"
 
 
 def test_seg_fit_checkpoints_and_seg_export_gives_weights_the_node_loads(tmp_path):
@@ -43,3 +48,17 @@ def test_seg_export_refuses_a_checkpoint_of_another_network(tmp_path):
     with pytest.raises(RuntimeError, match="state_dict"):
         export(tmp_path / "other.pt", tmp_path / "unet.pt")
     assert not (tmp_path / "unet.pt").exists()
+
+
+def test_a_dicom_ct_with_its_seg_is_a_training_case(tmp_path):
+    out = tmp_path / "analysed"
+    run = subprocess.run([sys.executable, "-m", "cdss_node", "analyze", str(SAMPLE), "--out",
+                          str(out)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    case_dir = tmp_path / "data" / "sample"
+    shutil.copytree(SAMPLE, case_dir)
+    shutil.copy(out / "seg.dcm", case_dir / "seg.dcm")
+    (case,) = dicom_seg_cases(tmp_path / "data")
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "tumor_mask.nii.gz"))) > 0
+    assert case.name == "sample" and case.hu.shape == truth.shape
+    assert np.array_equal(case.mask, truth) and truth.any()
