@@ -3,7 +3,7 @@
 Starts the node, sends a folder of DICOM files to it over a real association, waits until the
 series is complete and analysed, prints the node's status and the analysis result, waits until
 the SEG and SR have been sent to the destinations and stops. With no ``[[destinations]]`` in the
-configuration it starts a stand-in PACS (:mod:`cdss_node.demo_pacs`) and sends to that, then
+configuration it starts a stand-in PACS (:mod:`cdss_node.dicom.demo_pacs`) and sends to that, then
 shows what arrived there: the objects and the first lines of the SR.
 """
 
@@ -14,12 +14,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import pydicom
-
 from cdss_node.config import Config
-from cdss_node.demo_pacs import DemoPacs
+from cdss_node.dicom.demo_pacs import DemoPacs
 from cdss_node.dicom.sender import AssociationFailed, dicom_files, store_files
-from cdss_node.dicom.sr import report_summary
 from cdss_node.jobs import SEG_FILE, SR_FILE
 from cdss_node.node import INDEX_FILE, Node
 from cdss_node.store import outbox
@@ -39,8 +36,7 @@ def run_demo(config: Config, series_dir: Path) -> int:
     node.start()
     try:
         ok = _send_and_show(node, config, files, series_dir)
-        study = pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID
-        return 0 if _show_delivery(node, config, pacs, study) and ok else 1
+        return 0 if _show_delivery(node, config, pacs) and ok else 1
     finally:
         node.stop()
         if pacs is not None:
@@ -126,23 +122,23 @@ def result_lines(result: dict) -> list[str]:
                                           result["stage_seconds"].items())]
 
 
-def _show_delivery(node: Node, config: Config, pacs: DemoPacs | None, study: str) -> bool:
-    names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations)
+def _show_delivery(node: Node, config: Config, pacs: DemoPacs | None) -> bool:
     if node.worker is None:
         return True
+    names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations)
     say(f"8. sending SEG and SR to {names} ...")
     counts = _wait_for_outbox(node, timeout_s=60)
     say(f"   outbox: {counts}")
     if pacs is None:
         return not counts.get(outbox.PENDING) and not counts.get(outbox.DEAD)
+    studies = {row["study_uid"] for row in node.index.query("SELECT study_uid FROM series")}
     say(f"9. the stand-in PACS ({pacs.folder}) received:")
-    for path in pacs.received:
-        ds = pydicom.dcmread(path)
-        where = "the CT's study" if ds.StudyInstanceUID == study else "ANOTHER study"
-        say(f"   {ds.Modality:<3} {ds.SeriesDescription!r} into {where} ({path.name})")
-        if ds.Modality == "SR":
+    for item in pacs.received:
+        where = "the CT's study" if item.study_uid in studies else "ANOTHER study"
+        say(f"   {item.modality:<3} {item.series_description!r} into {where} ({item.path.name})")
+        if item.summary:
             say("   first lines of the SR, as a viewer shows them:")
-            for line in report_summary(ds):
+            for line in item.summary:
                 say(f"     {line}")
     return len(pacs.received) > 0 and not counts.get(outbox.PENDING)
 

@@ -16,7 +16,6 @@ from cdss_node.logs import get_logger
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
 from cdss_node.store import outbox
-from cdss_node.store.outbox import RetryPolicy
 from cdss_node.store.retention import purge_finished_series
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
@@ -44,6 +43,9 @@ class Node:
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._delivering = threading.Lock()
         self.probe = DestinationProbe(config.outbox.probe_interval_s)
+        self.retry_policy = outbox.RetryPolicy(
+            config.outbox.retry_initial_s, config.outbox.retry_max_s,
+            config.outbox.give_up_after_h * 3600)
 
     def start(self) -> None:
         report = self.index.recover()
@@ -97,12 +99,10 @@ class Node:
     def _deliver_round(self) -> None:
         if not self.config.destinations:
             return
-        section, aet = self.config.outbox, self.config.node.ae_title
-        if section.probe_interval_s:
+        aet = self.config.node.ae_title
+        if self.config.outbox.probe_interval_s:
             self.probe.run(self.index, self.config.destinations, aet)
-        policy = RetryPolicy(section.retry_initial_s, section.retry_max_s,
-                             section.give_up_after_h * 3600)
-        deliver_due(self.index, self.config.destinations, policy, aet)
+        deliver_due(self.index, self.config.destinations, self.retry_policy, aet)
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)
