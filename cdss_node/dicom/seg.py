@@ -54,12 +54,18 @@ def frames_in_source_order(volume: CTVolume, mask: np.ndarray) -> np.ndarray:
     return mask[np.argsort(volume.source_frame_numbers)]
 
 
+def segmenter_name_version(segmenter: str) -> tuple[str, str]:
+    """A ``TumorMask.segmenter`` ("name version") as the algorithm identification's name and
+    version (a name without a version gets "unknown")."""
+    name, _, version = segmenter.rpartition(" ")
+    return (name, version) if name else (segmenter, "unknown")
+
+
 def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dataset],
                        equipment: Equipment, instance_number: int = 1) -> hd.seg.Segmentation:
-    name, _, version = tumor.segmenter.rpartition(" ")
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name=name or tumor.segmenter, version=version or "unknown",
-        family=ARTIFICIAL_INTELLIGENCE)
+    name, version = segmenter_name_version(tumor.segmenter)
+    algorithm = hd.AlgorithmIdentificationSequence(name=name, version=version,
+                                                   family=ARTIFICIAL_INTELLIGENCE)
     segment = hd.seg.SegmentDescription(
         segment_number=1, segment_label="Primary lung tumor",
         segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
@@ -72,6 +78,7 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
         series_instance_uid=result_series_uid(volume.series_uid, "SEG"),
         series_number=SEG_SERIES_NUMBER, series_description="CDSS EGFR: lung tumor segmentation",
-        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER, manufacturer_model_name=MODEL_NAME,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        manufacturer_model_name=MODEL_NAME,
         software_versions=equipment.software_version,
         device_serial_number=equipment.device_serial_number, omit_empty_frames=False)

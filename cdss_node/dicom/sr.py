@@ -26,7 +26,7 @@ from pydicom.sr.coding import Code
 
 from cdss_node.dicom.seg import (
     ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
-    Equipment, result_series_uid)
+    Equipment, result_series_uid, segmenter_name_version)
 from cdss_node.pipeline.analyze import Analysis
 from cdss_node.pipeline.reasons import CODING_SCHEME as P
 from cdss_node.pipeline.records import EGFR_MUTANT
@@ -127,9 +127,8 @@ def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
 
 def _segmenter(segmenter: str) -> hd.sr.AlgorithmIdentification:
     """The segmenter that drew the mask the volume is measured on ("name version")."""
-    name, _, version = segmenter.rpartition(" ")
-    return hd.sr.AlgorithmIdentification(name=(name or segmenter)[:64],
-                                         version=(version if name else "unknown")[:64])
+    name, version = segmenter_name_version(segmenter)
+    return hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64])
 
 
 def _measurements(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
