@@ -58,10 +58,9 @@ def airway(air: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarra
     """Trachea and carina: air that is small and central in each axial slice
     (AIRWAY_MAX_AREA_MM2, AIRWAY_MAX_OFFSET_MM from the midline), joined over at least
     AIRWAY_MIN_LENGTH_MM of slices."""
-    columns = np.flatnonzero(air.any(axis=(0, 1)))
-    if len(columns) == 0:
+    midline = midline_column(air)
+    if midline is None:
         return air.copy()
-    midline = (columns[0] + columns[-1]) / 2
     central = np.zeros_like(air)
     for z in range(air.shape[0]):
         labels, count = ndimage.label(air[z])
@@ -78,13 +77,19 @@ def airway(air: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarra
     return np.isin(labels, tall)
 
 
+def midline_column(mask: np.ndarray) -> float | None:
+    """The column (x) halfway between the mask's leftmost and rightmost voxels; None if empty."""
+    columns = np.flatnonzero(mask.any(axis=(0, 1)))
+    return (columns[0] + columns[-1]) / 2 if len(columns) else None
+
+
 def _halves(mask: np.ndarray) -> list[np.ndarray]:
     """The mask left and right of the midline of its columns (the lungs touch at the anterior
     junction line, which a coarse grid does not resolve)."""
-    columns = np.flatnonzero(mask.any(axis=(0, 1)))
-    if len(columns) == 0:
+    centre = midline_column(mask)
+    if centre is None:
         return []
-    midline = int(round((columns[0] + columns[-1]) / 2))
+    midline = int(round(centre))
     left, right = mask.copy(), mask.copy()
     left[:, :, midline:] = False
     right[:, :, :midline] = False
@@ -92,12 +97,7 @@ def _halves(mask: np.ndarray) -> list[np.ndarray]:
 
 
 def _closed_and_filled(lung: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """Closing with a ball, through distance transforms (time independent of the radius)."""
-    pad = [int(np.ceil(LUNG_CLOSING_MM / s)) + 1 for s in spacing_mm]
-    padded = np.pad(lung, [(p, p) for p in pad])
-    dilated = ndimage.distance_transform_edt(~padded, sampling=spacing_mm) <= LUNG_CLOSING_MM
-    closed = ndimage.distance_transform_edt(dilated, sampling=spacing_mm) > LUNG_CLOSING_MM
-    closed = closed[tuple(slice(p, -p) for p in pad)] | lung
+    closed = closing(lung, LUNG_CLOSING_MM, spacing_mm) | lung
     return ndimage.binary_fill_holes(closed)  # in 3-D: the diaphragm dome is no hole
 
 
@@ -122,15 +122,28 @@ def opening(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, 
     """Binary opening with a ball of ``radius_mm`` (outside the array counts as background),
     through distance transforms: the same result as ``ellipsoid``, in time independent of
     the radius."""
-    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing_mm]
-    padded = np.pad(mask, [(p, p) for p in pad])
+    padded, inner = _padded(mask, radius_mm, spacing_mm)
     eroded = ndimage.distance_transform_edt(padded, sampling=spacing_mm) > radius_mm
-    opened = within(eroded, radius_mm, spacing_mm)
-    return opened[tuple(slice(p, -p) for p in pad)]
+    return within(eroded, radius_mm, spacing_mm)[inner]
+
+
+def closing(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
+            ) -> np.ndarray:
+    """Binary closing with a ball of ``radius_mm``, through distance transforms."""
+    padded, inner = _padded(mask, radius_mm, spacing_mm)
+    dilated = within(padded, radius_mm, spacing_mm)
+    return (ndimage.distance_transform_edt(dilated, sampling=spacing_mm) > radius_mm)[inner]
+
+
+def _padded(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
+            ) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """The mask padded by more than ``radius_mm``, and the slices that take the padding off."""
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing_mm]
+    return np.pad(mask, [(p, p) for p in pad]), tuple(slice(p, -p) for p in pad)
 
 
 def within(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
-            ) -> np.ndarray:
+           ) -> np.ndarray:
     """Voxels at most ``radius_mm`` from a voxel of ``mask`` (a dilation with a ball)."""
     if not mask.any():
         return mask.copy()
@@ -138,11 +151,16 @@ def within(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, f
 
 
 def bounding_box(mask: np.ndarray, margin: list[int] | None = None
-                  ) -> tuple[slice, ...] | None:
+                 ) -> tuple[slice, ...] | None:
     """The box around a mask's voxels, widened by ``margin`` voxels per axis; None if empty."""
     boxes = ndimage.find_objects(mask.astype(np.uint8))
     if not boxes:
         return None
-    margin = margin or [0] * mask.ndim
+    return widen(boxes[0], margin or [0] * mask.ndim, mask.shape)
+
+
+def widen(box: tuple[slice, ...], margin: list[int], shape: tuple[int, ...]
+          ) -> tuple[slice, ...]:
+    """``box`` widened by ``margin`` voxels per axis, kept inside ``shape``."""
     return tuple(slice(max(b.start - m, 0), min(b.stop + m, n))
-                 for b, m, n in zip(boxes[0], margin, mask.shape))
+                 for b, m, n in zip(box, margin, shape))

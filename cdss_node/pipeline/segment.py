@@ -18,7 +18,8 @@ from typing import Protocol
 import numpy as np
 from scipy import ndimage
 
-from cdss_node.pipeline.lungs import bounding_box, lung_fields, opening, upsample, within
+from cdss_node.pipeline.lungs import (
+    bounding_box, lung_fields, opening, upsample, widen, within)
 from cdss_node.pipeline.records import CTVolume, TumorMask
 
 LESION_HU = -650.0          # ground glass and denser tissue may be lesion
@@ -33,6 +34,11 @@ MIN_COMPACTNESS = 0.5       # candidate volume / volume of the sphere around its
 MIN_PARENCHYMA = 0.5        # share of the shell that must be aerated lung
 MAX_MEDIAN_HU = 100.0       # contrast-filled vessels are denser than lung tumors
 CANDIDATE_SPACING_MM = 1.5  # candidates are found on a grid about this coarse
+
+
+def equivalent_diameter_mm(volume_mm3: float) -> float:
+    """The diameter of the ball with this volume."""
+    return 2 * (3 * volume_mm3 / (4 * np.pi)) ** (1 / 3)
 
 
 class Segmenter(Protocol):
@@ -54,7 +60,7 @@ class Candidate:
 
     @property
     def diameter_mm(self) -> float:
-        return 2 * (3 * self.volume_mm3 / (4 * np.pi)) ** (1 / 3)
+        return equivalent_diameter_mm(self.volume_mm3)
 
     @property
     def plausible(self) -> bool:
@@ -138,9 +144,9 @@ def _measure(labels: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, float,
         if box is None:
             continue
         volume = int(np.count_nonzero(labels[box] == label)) * voxel_mm3
-        if 2 * (3 * volume / (4 * np.pi)) ** (1 / 3) < MIN_DIAMETER_MM:
+        if equivalent_diameter_mm(volume) < MIN_DIAMETER_MM:
             continue  # measuring the shell of every speck costs time
-        wide = tuple(slice(max(b.start - m, 0), b.stop + m) for b, m in zip(box, margin))
+        wide = widen(box, margin, labels.shape)
         piece = labels[wide] == label
         shell = within(piece, SHELL_MM, spacing_mm) & ~piece
         parenchyma = float(np.mean(hu[wide][shell] < PARENCHYMA_HU)) if shell.any() else 0.0
@@ -153,8 +159,8 @@ def _measure(labels: np.ndarray, hu: np.ndarray, spacing_mm: tuple[float, float,
 def _outline(seed: np.ndarray, hu: np.ndarray, lungs: np.ndarray,
              spacing_mm: tuple[float, float, float], reach_mm: float) -> np.ndarray:
     """The lesion around an opened candidate: lung-field voxels within ``reach_mm`` (the
-    radius of the opening it survived) of it, denser than halfway between the candidate and the aerated lung around it, connected
-    to it; worked out in a box around the candidate."""
+    radius of the opening it survived) of it, denser than halfway between the candidate and
+    the aerated lung around it, connected to it; worked out in a box around the candidate."""
     margin = [int(np.ceil((reach_mm + SHELL_MM) / s)) + 1 for s in spacing_mm]
     box = bounding_box(seed, margin)
     local, core = hu[box], seed[box]

@@ -64,7 +64,7 @@ from monai.networks.nets import UNet
 from scipy import ndimage
 
 from cdss_node.pipeline.records import CTVolume, TumorMask, require
-from cdss_node.pipeline.lungs import lung_fields
+from cdss_node.pipeline.lungs import bounding_box, lung_fields
 
 HU_CLIP = (-1024.0, 1000.0)
 NETWORK_SPACING_MM = (1.5, 1.0, 1.0)   # z, y, x: their pixdim (1, 1, 1.5) on NIfTI x, y, z
@@ -207,16 +207,11 @@ def close_axial(mask: np.ndarray, radius: int = CLOSING_RADIUS) -> np.ndarray:
         return mask
     axes = np.ogrid[-radius:radius + 1, -radius:radius + 1]
     disk = (axes[0] ** 2 + axes[1] ** 2 <= radius ** 2)[None]
-    region = _grown_box(ndimage.find_objects(mask.astype(np.uint8))[0], 2 * radius, mask.shape)
+    region = bounding_box(mask, [2 * radius] * mask.ndim)
     dilated = ndimage.binary_dilation(mask[region], disk)
     closed = mask.copy()
     closed[region] = ndimage.binary_erosion(dilated, disk, border_value=1)
     return closed
-
-
-def _grown_box(box: Box, margin: int, shape: tuple[int, ...]) -> Box:
-    return tuple(slice(max(b.start - margin, 0), min(b.stop + margin, n))
-                 for b, n in zip(box, shape))  # type: ignore[return-value]
 
 
 def largest_component(mask: np.ndarray) -> tuple[np.ndarray, int]:
