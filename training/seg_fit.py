@@ -36,8 +36,8 @@ from tqdm import tqdm
 from cdss_node.analysis import series_files
 from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.unet_segment import (
-    NETWORK_SPACING_MM, build_unet, choose_device, largest_component, lung_boxes, normalise,
-    resample, tumor_voxels, zscore_parameters)
+    build_unet, choose_device, largest_component, lung_boxes, network_grid, normalise,
+    tumor_voxels, zscore_parameters)
 from training.segmentation_eval import dice, volume_of
 
 PATCH_XYZ = (64, 64, 48)
@@ -67,11 +67,8 @@ def network_inputs(case: Case) -> list[dict[str, np.ndarray]]:
     mean, std = zscore_parameters(case.hu)
     pairs = []
     for box in lung_boxes(case.hu, case.spacing_mm):
-        spacing_xyz = case.spacing_mm[::-1]
-        image = resample(normalise(case.hu[box], mean, std).transpose(2, 1, 0), spacing_xyz,
-                         NETWORK_SPACING_MM[::-1])
-        label = resample(case.mask[box].astype(np.float32).transpose(2, 1, 0), spacing_xyz,
-                         NETWORK_SPACING_MM[::-1]) >= 0.5
+        image = network_grid(normalise(case.hu[box], mean, std), case.spacing_mm)
+        label = network_grid(case.mask[box].astype(np.float32), case.spacing_mm) >= 0.5
         pairs.append({"image": image[None], "label": label[None].astype(np.float32)})
     return pairs
 

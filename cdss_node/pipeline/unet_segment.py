@@ -244,13 +244,19 @@ def tumor_voxels(volume: CTVolume, predict: Predictor,
 def _lung_probability(volume: CTVolume, box: Box, mean: float, std: float,
                       predict: Predictor) -> torch.Tensor:
     """The tumor probability on the CT grid inside one lung box (z, y, x)."""
-    crop = normalise(volume.hu[box], mean, std).transpose(2, 1, 0)  # x, y, z as in NIfTI
-    image = resample(crop, volume.spacing_mm[::-1], NETWORK_SPACING_MM[::-1])
+    crop = normalise(volume.hu[box], mean, std)
+    image = network_grid(crop, volume.spacing_mm)
     padding = divisible_padding(image.shape)
     probability = predict(np.pad(image, padding, mode="constant")).float().cpu()
     inner = tuple(slice(before, n - after) for (before, after), n
                   in zip(padding, probability.shape))
-    return resize(probability[inner].contiguous(), crop.shape).permute(2, 1, 0)
+    return resize(probability[inner].contiguous(), crop.shape[::-1]).permute(2, 1, 0)
+
+
+def network_grid(crop: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """A crop of the CT grid (z, y, x) on the network's: x, y, z as in NIfTI, at 1 x 1 x
+    1.5 mm (also how ``cdss-train seg-fit`` puts its masks there)."""
+    return resample(crop.transpose(2, 1, 0), spacing_mm[::-1], NETWORK_SPACING_MM[::-1])
 
 
 class LungTumorMaskSegmenter:
