@@ -22,7 +22,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
-import SimpleITK as sitk  # noqa: E402
 
 from cdss_node.analysis import make_segmenter  # noqa: E402
 from cdss_node.jobs import AnalysisSettings  # noqa: E402
@@ -54,16 +53,11 @@ def hybrid(segmenter, quick: bool) -> list:
     return results
 
 
-def array(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
-    sx, sy, sz = image.GetSpacing()
-    return sitk.GetArrayFromImage(image).astype(np.float32), (sz, sy, sx)
-
-
 def real_cases(segmenter) -> list[str]:
     lines = []
     for name in ("pyrad-lung1", "pyrad-lung2", "lungdx-a0001"):
         image, truth = real_ct.load(name)
-        hu, spacing = array(image)
+        hu, spacing = real_ct.arrays(image)
         started = time.perf_counter()
         mask = segmenter.segment(volume_of(hu, spacing)).mask
         seconds = time.perf_counter() - started

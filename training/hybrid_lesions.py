@@ -21,7 +21,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from cdss_node.pipeline.lungs import LUNG_AIR_HU, airway, enclosed_air, within
+from cdss_node.pipeline.lungs import (
+    AIRWAY_MARGIN_MM, LUNG_AIR_HU, airway, enclosed_air, midline_column, within)
+from training.real_ct import arrays
 
 KINDS = ("solid", "part-solid", "ground-glass", "spiculated", "lobulated", "juxta-pleural",
          "juxta-mediastinal", "vessel-touching")
@@ -38,6 +40,7 @@ class Host:
     spacing_mm: tuple[float, float, float]
     lungs: np.ndarray            # the lungs with their vessels (``lung_mask``)
     air: np.ndarray              # lung parenchyma (air inside the lung fields)
+    depth: np.ndarray            # mm from each lung voxel to the nearest voxel outside
 
 
 @dataclass(frozen=True)
@@ -52,11 +55,10 @@ def host_from_image(image: sitk.Image, slice_mm: float | None = None) -> Host:
     """The CT resampled to ``slice_mm`` along z (in-plane kept; thick slices are averaged)."""
     if slice_mm is not None:
         image = _resample_z(image, slice_mm)
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    sx, sy, sz = image.GetSpacing()
-    spacing = (sz, sy, sx)
+    hu, spacing = arrays(image)
     lungs = lung_mask(hu, spacing)
-    return Host(hu, spacing, lungs, lungs & (hu < -500))
+    return Host(hu, spacing, lungs, lungs & (hu < -500),
+                ndimage.distance_transform_edt(lungs, sampling=spacing))
 
 
 def lung_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
@@ -64,7 +66,7 @@ def lung_mask(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndar
     holes (vessels, bronchi) filled. Independent of the segmenters' own lung fields, so that
     tuning a segmenter does not move the lesions it is measured on."""
     air = enclosed_air(hu < LUNG_AIR_HU)
-    air &= ~within(airway(air, spacing_mm), 3.0, spacing_mm)
+    air &= ~within(airway(air, spacing_mm), AIRWAY_MARGIN_MM, spacing_mm)
     return np.stack([ndimage.binary_fill_holes(plane) for plane in air])
 
 
@@ -104,14 +106,14 @@ def _lesion_hu(kind: str, occupancy: np.ndarray, radius: float, centre, box, spa
         return np.full(occupancy.shape, GROUND_GLASS_HU)
     if kind != "part-solid":
         return np.full(occupancy.shape, SOLID_HU)
-    distance = _distance_mm(occupancy.shape, centre, box, spacing)
+    distance = np.linalg.norm(_points_mm(centre, box, spacing), axis=-1)
     core = np.clip(0.5 - (distance - radius / 2) / 1.0, 0, 1)
     return GROUND_GLASS_HU * (1 - core) + SOLID_HU * core
 
 
 def _place(host: Host, kind: str, radius: float, rng: np.random.Generator
            ) -> tuple[int, int, int]:
-    depth = ndimage.distance_transform_edt(host.lungs, sampling=host.spacing_mm)
+    depth = host.depth
     if kind in ("juxta-pleural", "juxta-mediastinal"):
         allowed = (np.abs(depth - radius * 0.85) < 1.5) & _side(host, kind)
     elif kind == "vessel-touching":
@@ -130,8 +132,7 @@ def _side(host: Host, kind: str) -> np.ndarray:
     _, nearest = ndimage.distance_transform_edt(host.lungs, sampling=host.spacing_mm,
                                                 return_indices=True)
     x = np.arange(host.lungs.shape[2])[None, None, :]
-    columns = np.flatnonzero(host.lungs.any(axis=(0, 1)))
-    midline = (columns[0] + columns[-1]) / 2
+    midline = midline_column(host.lungs)
     towards_midline = np.abs(nearest[2] - midline) < np.abs(x - midline) - 1
     return host.air & (towards_midline if kind == "juxta-mediastinal" else ~towards_midline)
 
@@ -151,19 +152,17 @@ def _occupancy(host: Host, kind: str, radius: float, centre, rng: np.random.Gene
     shape = _shape_function(kind, radius, rng)
     occupancy = np.zeros(tuple(b.stop - b.start for b in box), dtype=np.float32)
     for dz in offsets:
-        points = _points_mm(occupancy.shape, centre, box, host.spacing_mm, dz)
+        points = _points_mm(centre, box, host.spacing_mm, dz)
         occupancy += shape(points) / samples
     return occupancy, box
 
 
-def _points_mm(shape, centre, box, spacing, dz: float = 0.0) -> np.ndarray:
+def _points_mm(centre, box, spacing, dz: float = 0.0) -> np.ndarray:
+    """The position in mm of each voxel of ``box`` from ``centre`` (z shifted by ``dz``
+    voxels)."""
     axes = [(np.arange(b.start, b.stop) - c + (dz if k == 0 else 0.0)) * s
             for k, (b, c, s) in enumerate(zip(box, centre, spacing))]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
-
-
-def _distance_mm(shape, centre, box, spacing) -> np.ndarray:
-    return np.linalg.norm(_points_mm(shape, centre, box, spacing), axis=-1)
 
 
 def _shape_function(kind: str, radius: float, rng: np.random.Generator):

@@ -147,6 +147,13 @@ def load(name: str, cache: Path | None = None) -> tuple[sitk.Image, np.ndarray |
     return image, label
 
 
+def arrays(image: sitk.Image) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """A SimpleITK CT as the pipeline holds it: HU as float32 (z, y, x) and the spacing in
+    mm (z, y, x)."""
+    sx, sy, sz = image.GetSpacing()
+    return sitk.GetArrayFromImage(image).astype(np.float32), (sz, sy, sx)
+
+
 def _read_image(folder: Path) -> sitk.Image:
     if (folder / "image").is_dir():
         reader = sitk.ImageSeriesReader()

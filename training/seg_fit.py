@@ -20,9 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
-import pydicom
 import SimpleITK as sitk
 import torch
 from monai.data import DataLoader, Dataset
@@ -30,14 +28,15 @@ from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.transforms import (
     Compose, RandCropByPosNegLabeld, RandFlipd, RandRotate90d, SpatialPadd)
-from pydicom.errors import InvalidDicomError
 from tqdm import tqdm
 
 from cdss_node.analysis import series_files
+from cdss_node.dicom.seg import read_segment_mask, split_segmentations
 from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.unet_segment import (
     build_unet, choose_device, largest_component, lung_boxes, network_grid, normalise,
     tumor_voxels, zscore_parameters)
+from training.real_ct import arrays
 from training.segmentation_eval import dice, volume_of
 
 PATCH_XYZ = (64, 64, 48)
@@ -80,15 +79,10 @@ def nifti_cases(folder: Path) -> list[Case]:
         mask_path = image_path.with_name(image_path.name.replace("_image", "_mask"))
         if not mask_path.is_file():
             raise ValueError(f"{image_path}: no {mask_path.name} beside it")
-        image = sitk.ReadImage(str(image_path), sitk.sitkFloat32)
+        hu, spacing = arrays(sitk.ReadImage(str(image_path)))
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(mask_path))) > 0
-        sx, sy, sz = image.GetSpacing()
-        cases.append(Case(image_path.name.removesuffix("_image.nii.gz"),
-                          sitk.GetArrayFromImage(image), (sz, sy, sx), mask))
+        cases.append(Case(image_path.name.removesuffix("_image.nii.gz"), hu, spacing, mask))
     return cases
-
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
 def dicom_seg_cases(folder: Path) -> list[Case]:
@@ -96,32 +90,12 @@ def dicom_seg_cases(folder: Path) -> list[Case]:
     the node loads it, the union of the SEG's segments as the mask."""
     cases = []
     for case_dir in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
-        ct_files, seg_files = _split_seg(case_dir)
+        ct_files, seg_files = split_segmentations(series_files(case_dir))
         if ct_files and seg_files:
             volume = load_volume(ct_files)
             cases.append(Case(case_dir.name, volume.hu, volume.spacing_mm,
-                              seg_mask(seg_files[0], volume.source_instance_uids)))
+                              read_segment_mask(seg_files[0], volume.source_instance_uids)))
     return cases
-
-
-def _split_seg(case_dir: Path) -> tuple[list[Path], list[Path]]:
-    ct_files, seg_files = [], []
-    for path in series_files(case_dir):
-        try:
-            sop_class = pydicom.dcmread(path, stop_before_pixels=True,
-                                        specific_tags=["SOPClassUID"]).SOPClassUID
-        except (InvalidDicomError, OSError, AttributeError):
-            continue
-        (seg_files if sop_class == SEGMENTATION_STORAGE else ct_files).append(path)
-    return ct_files, seg_files
-
-
-def seg_mask(path: Path, slice_uids: tuple[str, ...]) -> np.ndarray:
-    """All segments of a SEG on the CT's slices, in the CT's slice order (bool z, y, x)."""
-    seg = hd.seg.segread(path)
-    frames = seg.get_pixels_by_source_instance(list(slice_uids), combine_segments=True,
-                                               ignore_spatial_locations=True)
-    return np.asarray(frames) > 0
 
 
 def _transforms() -> Compose:

@@ -7,13 +7,17 @@ segments by frame, and some misplace them when frames are left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import highdicom as hd
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
+from pynetdicom.sop_class import SegmentationStorage
 
 from cdss_node.pipeline.records import CTVolume, TumorMask
 
@@ -82,3 +86,25 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
         manufacturer_model_name=MODEL_NAME,
         software_versions=equipment.software_version,
         device_serial_number=equipment.device_serial_number, omit_empty_frames=False)
+
+
+def split_segmentations(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """``paths`` as (the other DICOM files, the Segmentation objects); unreadable files are
+    left out."""
+    others, segmentations = [], []
+    for path in paths:
+        try:
+            sop_class = dcmread(path, stop_before_pixels=True,
+                                specific_tags=["SOPClassUID"]).SOPClassUID
+        except (InvalidDicomError, OSError, AttributeError):
+            continue
+        (segmentations if sop_class == SegmentationStorage else others).append(path)
+    return others, segmentations
+
+
+def read_segment_mask(path: Path, slice_uids: Sequence[str]) -> np.ndarray:
+    """All segments of a SEG on the given source slices, in their order (bool z, y, x)."""
+    seg = hd.seg.segread(path)
+    frames = seg.get_pixels_by_source_instance(list(slice_uids), combine_segments=True,
+                                               ignore_spatial_locations=True)
+    return np.asarray(frames) > 0

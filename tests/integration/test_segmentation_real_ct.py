@@ -11,7 +11,6 @@ import statistics
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from cdss_node.pipeline.lungs import within
 from cdss_node.pipeline.segment import DefaultSegmenter
@@ -66,9 +65,7 @@ def test_solid_and_part_solid_lesions_of_10_mm_and_more(hosts):
 @pytest.mark.parametrize("name", ["pyrad-lung1", "pyrad-lung2"])
 def test_real_tumors_with_their_masks(name):
     image, truth = load(name)
-    sx, sy, sz = image.GetSpacing()
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    found = DefaultSegmenter().segment(volume_of(hu, (sz, sy, sx)))
+    found = DefaultSegmenter().segment(volume_of(*real_ct.arrays(image)))
     assert dice(found.mask, truth) >= 0.7
 
 
