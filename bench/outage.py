@@ -14,7 +14,6 @@ every 30 s). Not a test: it prints what happened, with times.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ import pydicom  # noqa: E402
 
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.dcmtk import store_responses, storescu  # noqa: E402
-from tests.integration.nodeproc import NodeProcess, add_destination, write_config  # noqa: E402
+from tests.integration.nodeproc import (  # noqa: E402
+    NodeProcess, add_destination, wait_until, write_config)
 from tests.integration.orthanc import Orthanc  # noqa: E402
 
 SAMPLE = REPO / "sample_dicom" / "series"
@@ -36,20 +36,6 @@ T0 = time.monotonic()
 
 def say(text: str) -> None:
     print(f"[{time.monotonic() - T0:7.1f} s] {text}", flush=True)
-
-
-def wait_for(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(1)
-    sys.exit(f"outage: not within {timeout:.0f} s: {what}")
-
-
-def node_status(node: NodeProcess) -> dict:
-    return json.loads(node.cli("status", "--json").stdout)
 
 
 def instances_by_modality(pacs: Orthanc, study_uid: str) -> dict[str, int]:
@@ -69,28 +55,28 @@ def run(work: Path, down_s: float) -> int:
     study = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
     assert store_responses(storescu(pacs.dicom_port, SAMPLE, aec=pacs.aet)) == ["(Success)"] * 80
     say("CT stored in Orthanc; waiting for Orthanc to route it to the node")
-    wait_for(lambda: [s for s in node_status(node)["series"] if s["state"] != "receiving"],
+    wait_until(lambda: [s for s in node.status()["series"] if s["state"] != "receiving"],
              120, "the node receiving the whole series")
     pacs.stop()
     down_at = time.monotonic()
     say(f"Orthanc stopped: the PACS is down for {down_s / 60:g} minutes")
-    wait_for(lambda: node_status(node)["outbox"].get("pending") == 2, 300, "2 pending results")
-    say(f"analysis done, SEG and SR pending: {node_status(node)['outbox']}")
-    wait_for(lambda: time.monotonic() - down_at >= down_s / 2, down_s, "half the outage")
+    wait_until(lambda: node.status()["outbox"].get("pending") == 2, 300, "2 pending results")
+    say(f"analysis done, SEG and SR pending: {node.status()['outbox']}")
+    wait_until(lambda: time.monotonic() - down_at >= down_s / 2, down_s, "half the outage")
     node.stop()
     say("node stopped (halfway)")
     node = NodeProcess(config, port, work / "node2.log").start()
-    say(f"node started again; outbox {node_status(node)['outbox']}")
-    wait_for(lambda: time.monotonic() - down_at >= down_s, down_s, "the end of the outage")
+    say(f"node started again; outbox {node.status()['outbox']}")
+    wait_until(lambda: time.monotonic() - down_at >= down_s, down_s, "the end of the outage")
     pacs.start()
     back_at = time.monotonic()
     say("Orthanc started again")
     try:
-        wait_for(lambda: {"SEG", "SR"} <= set(instances_by_modality(pacs, study)), 900,
+        wait_until(lambda: {"SEG", "SR"} <= set(instances_by_modality(pacs, study)), 900,
                  "SEG and SR in the study")
         say(f"SEG and SR in Orthanc {time.monotonic() - back_at:.1f} s after it came back")
         time.sleep(35)  # a duplicate send would come within a probe interval
-        found, outbox = instances_by_modality(pacs, study), node_status(node)["outbox"]
+        found, outbox = instances_by_modality(pacs, study), node.status()["outbox"]
     finally:
         node.stop()
         pacs.stop()
@@ -107,7 +93,10 @@ def main() -> None:
     parser.add_argument("--down-minutes", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        sys.exit(run(Path(tmp), args.down_minutes * 60))
+        try:
+            sys.exit(run(Path(tmp), args.down_minutes * 60))
+        except TimeoutError as late:
+            sys.exit(f"outage: {late}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -40,6 +41,18 @@ def wait_for_port(port: int, timeout: float = 30) -> None:
     raise TimeoutError(f"nothing listens on port {port} after {timeout} s")
 
 
+def wait_until(check, timeout: float = 240, what: str = "", interval: float = 0.5):
+    """``check()``'s first truthy answer, asked every ``interval`` s; TimeoutError naming
+    ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(interval)
+    raise TimeoutError(f"not within {timeout:.0f} s: {what}")
+
+
 class NodeProcess:
     """``python -m cdss_node --config FILE serve``, its log in a file."""
 
@@ -64,6 +77,10 @@ class NodeProcess:
             self.proc.send_signal(signal.SIGTERM)
             return self.proc.wait(30)
         return self.proc.returncode if self.proc else 0
+
+    def status(self) -> dict:
+        """``cdss-node status --json``."""
+        return json.loads(self.cli("status", "--json").stdout)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

@@ -3,7 +3,6 @@ restarted meanwhile: once it is up, SEG and SR arrive, once each."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -14,26 +13,12 @@ import pytest
 from tests.conftest import REPO, free_port, require_tool
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import (
-    NodeProcess, add_destination, wait_for_port, write_config)
+    NodeProcess, add_destination, wait_for_port, wait_until, write_config)
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "sample_dicom" / "series"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-
-
-def status(node: NodeProcess) -> dict:
-    return json.loads(node.cli("status", "--json").stdout)
-
-
-def wait_until(check, timeout: float = 240, what: str = "") -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_path):
@@ -44,7 +29,7 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
     node = NodeProcess(config, port, tmp_path / "node.log").start()
     try:
         assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
-        failing = wait_until(lambda: (s := status(node))["outbox"].get("pending") == 2
+        failing = wait_until(lambda: (s := node.status())["outbox"].get("pending") == 2
                              and "result_not_sent" in (tmp_path / "node.log").read_text() and s,
                              what="results pending after failed sends")
     finally:
@@ -58,7 +43,7 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
     node = NodeProcess(config, port, tmp_path / "node2.log").start()
     try:
         wait_for_port(pacs_port)
-        wait_until(lambda: status(node)["outbox"] == {"sent": 2}, what="both results sent")
+        wait_until(lambda: node.status()["outbox"] == {"sent": 2}, what="both results sent")
         time.sleep(2)  # a second send would happen within this time
     finally:
         node.stop()
@@ -88,7 +73,7 @@ def test_a_destination_that_is_back_gets_its_results_before_the_backoff_ends(tmp
         pacs = subprocess.Popen([require_tool("storescp"), "-aet", "PACS", "-od", str(received),
                                  str(pacs_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        wait_until(lambda: status(node)["outbox"] == {"sent": 2}, timeout=60,
+        wait_until(lambda: node.status()["outbox"] == {"sent": 2}, timeout=60,
                    what="both results sent long before the hour's backoff ends")
     finally:
         node.stop()
