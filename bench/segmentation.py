@@ -48,7 +48,8 @@ def hybrid(segmenter, quick: bool) -> list:
         results.append(result)
         print(f"  {kind:<18} {diameter:4.0f} mm  {result.slice_mm:.0f} mm slices  "
               f"{'found' if result.detected else 'MISSED':<6}  Dice {result.dice:.2f}  "
-              f"{result.found_ml:7.2f} ml of {result.true_ml:7.2f}  {result.seconds:.1f} s",
+              f"{result.found_ml:7.2f} ml of {result.true_ml:7.2f}  "
+              f"{result.candidates:3d} candidates  {result.seconds:.1f} s",
               flush=True)
     return results
 

@@ -61,7 +61,10 @@ def make_segmenter(settings: AnalysisSettings) -> Segmenter:
     if settings.segmenter == "lungtumormask":
         from cdss_node.pipeline.unet_segment import LungTumorMaskSegmenter
 
-        return LungTumorMaskSegmenter(Path(settings.unet_weights), device=settings.device)
+        from cdss_node.config import unet_window
+
+        return LungTumorMaskSegmenter(Path(settings.unet_weights), device=settings.device,
+                                      roi_size=unet_window(settings.unet_window))
     return DefaultSegmenter()
 
 

@@ -107,6 +107,10 @@ class AnalysisSection:
     unet_weights: str = _key(
         "", "Local file of LungTumorMask-compatible weights (dc_student.pth); nothing is "
         "ever downloaded.")
+    unet_window: str = _key(
+        "48x64x64", "The U-Net's sliding window in voxels, z x y x x at 1.5 x 1 x 1 mm, each a "
+        "multiple of 16 (48x64x64: the patches seg-fit trains on), or 'whole' for one window "
+        "per lung as LungTumorMask runs (needs many GB of memory).")
     device: str = _key("auto", "auto (CUDA when present, else CPU), cpu or cuda.",
                        choices=("auto", "cpu", "cuda"))
     job_timeout_s: float = _key(
@@ -380,7 +384,22 @@ def _analysis_problems(analysis: AnalysisSection) -> list[str]:
         problems.append("analysis.unet_weights: needed by segmenter = \"lungtumormask\"")
     if analysis.unet_weights and not Path(analysis.unet_weights).is_file():
         problems.append(f"analysis.unet_weights: no such file {analysis.unet_weights!r}")
+    try:
+        unet_window(analysis.unet_window)
+    except ValueError as error:
+        problems.append(f"analysis.unet_window: {error}")
     return problems
+
+
+def unet_window(text: str) -> tuple[int, int, int] | None:
+    """``"48x64x64"`` as (48, 64, 64); ``"whole"`` as None (one window per lung)."""
+    if text.strip().lower() == "whole":
+        return None
+    parts = text.lower().replace(" ", "").split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 and int(p) % 16 == 0
+                                  for p in parts):
+        raise ValueError(f"expected 'whole' or three multiples of 16 as ZxYxX, found {text!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
 def _tls_problems(sec: SecuritySection) -> list[str]:

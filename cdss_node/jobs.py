@@ -25,12 +25,14 @@ class AnalysisSettings:
     bundle: str = ""
     segmenter: str = "default"
     unet_weights: str = ""
+    unet_window: str = "48x64x64"
     device: str = "auto"
 
     @classmethod
     def from_config(cls, section: AnalysisSection) -> "AnalysisSettings":
         return cls(bundle=section.bundle, segmenter=section.segmenter,
-                   unet_weights=section.unet_weights, device=section.device)
+                   unet_weights=section.unet_weights, unet_window=section.unet_window,
+                   device=section.device)
 
     @property
     def bundle_path(self) -> Path:

@@ -43,16 +43,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Train the LungTumorMask-shaped 3D U-Net on CTs with tumor masks (in "
         "--data: NIfTI pairs <case>_image.nii.gz + <case>_mask.nii.gz, and sub-folders with a "
         "DICOM CT series and its SEG; and/or --hybrid cases on the real thorax), checkpoint "
-        "every epoch into OUT, report the held-back Dice.")
+        "every epoch into OUT, report the validation Dice (which picks best.pt; measure the "
+        "exported weights on unseen cases with bench/segmentation.py --segmenter lungtumormask).")
     fit.add_argument("out", type=Path, help="folder for checkpoints and history.json")
     fit.add_argument("--data", type=Path, default=None,
                      help="folder of NIfTI pairs and/or DICOM CT + SEG sub-folders")
     fit.add_argument("--hybrid", type=int, default=0, help="hybrid training cases to make")
-    fit.add_argument("--held-back", type=int, default=1,
-                     help="hybrid cases kept out of training and scored each epoch")
+    fit.add_argument("--validation", type=int, default=1,
+                     help="hybrid validation cases, scored each epoch to choose best.pt")
     fit.add_argument("--epochs", type=int, default=10)
     fit.add_argument("--iterations", type=int, default=30, help="batches per epoch")
-    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--lr", type=float, default=5e-4,
+                     help="AdamW learning rate at the start of the cosine decay")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
     fit.add_argument("--init", type=Path, default=None, help="weights to fine-tune from")
     fit.set_defaults(func=cmd_seg_fit)
@@ -91,17 +93,18 @@ def cmd_default_bundle(args: argparse.Namespace) -> int:
 
 def cmd_seg_fit(args: argparse.Namespace) -> int:
     from training.seg_fit import (
-        FitSettings, dicom_seg_cases, fit, hybrid_training_cases, nifti_cases)
+        TRAINING_SEEDS, VALIDATION_SEEDS, FitSettings, dicom_seg_cases, fit,
+        hybrid_training_cases, nifti_cases)
 
     train = nifti_cases(args.data) + dicom_seg_cases(args.data) if args.data else []
-    train += hybrid_training_cases(args.hybrid, first_seed=1000)
-    held_back = hybrid_training_cases(args.held_back, first_seed=9000)
+    train += hybrid_training_cases(args.hybrid, first_seed=TRAINING_SEEDS)
+    validation = hybrid_training_cases(args.validation, first_seed=VALIDATION_SEEDS)
     if not train:
         print("seg-fit: no training cases (give --data DIR and/or --hybrid N)", file=sys.stderr)
         return 2
-    print(f"seg-fit: {len(train)} training cases, {len(held_back)} held back; checkpoints in "
-          f"{args.out}")
-    fit(train, held_back, args.out, FitSettings(
+    print(f"seg-fit: {len(train)} training cases, {len(validation)} for validation; "
+          f"checkpoints in {args.out}")
+    fit(train, validation, args.out, FitSettings(
         epochs=args.epochs, iterations=args.iterations, learning_rate=args.lr,
         device=args.device, init=args.init))
     return 0

@@ -7,10 +7,14 @@ real thorax (``training.hybrid_lesions``). Each case becomes one network input p
 by the node's own preprocessing (``cdss_node.pipeline.unet_segment``: lung boxes, HU clip,
 z-score, 1 x 1 x 1.5 mm), so that what is trained is what the node runs. Training draws
 patches with MONAI (``RandCropByPosNegLabeld``, flips, 90-degree turns), minimises Dice + cross
-entropy with AdamW, and after each epoch segments the held-back cases exactly as the node does
-(sliding windows over each lung, threshold, largest component) and reports their Dice. Every
-epoch writes a checkpoint; the best one by held-back Dice is ``best.pt``. ``export`` writes the
-bare state dict that ``[analysis] unet_weights`` loads. GPU when present.
+entropy (Dice over the whole batch, so a patch without tumor does not score 1) with AdamW
+and a cosine learning rate, and after each epoch segments the validation cases exactly as the
+node does (sliding windows over each lung, threshold, lesion-sized components in the lungs,
+largest component) and reports their Dice. Every epoch writes a checkpoint; the best one by
+validation Dice is ``best.pt``. The validation cases choose the checkpoint, so they are not a
+test: ``bench/segmentation.py --segmenter lungtumormask`` measures the exported weights on
+hybrid cases no run has seen (other seeds) and on the real tumors. ``export`` writes the bare
+state dict that ``[analysis] unet_weights`` loads. GPU when present.
 """
 
 from __future__ import annotations
@@ -50,12 +54,17 @@ class Case:
     mask: np.ndarray                            # bool (z, y, x)
 
 
+TRAINING_SEEDS, VALIDATION_SEEDS = 1000, 8000   # bench/segmentation.py uses seeds 1-96
+HYBRID_DIAMETERS_MM = (8.0, 45.0)
+HYBRID_SLICES_MM = (1.0, 5.0)
+
+
 @dataclass(frozen=True)
 class FitSettings:
     epochs: int = 10
-    iterations: int = 30            # patches drawn per epoch, in batches of ``batch``
+    iterations: int = 30            # batches per epoch, each of ``batch`` patches
     batch: int = 2
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4     # the start of a cosine decay over the whole run
     device: str = "auto"
     seed: int = 0
     init: Path | None = None        # weights to fine-tune from (the node's layouts)
@@ -102,15 +111,15 @@ def _transforms() -> Compose:
     keys = ["image", "label"]
     return Compose([
         SpatialPadd(keys, PATCH_XYZ),
-        RandCropByPosNegLabeld(keys, "label", PATCH_XYZ, pos=1, neg=3, num_samples=2),
+        RandCropByPosNegLabeld(keys, "label", PATCH_XYZ, pos=1, neg=1, num_samples=2),
         RandFlipd(keys, prob=0.5, spatial_axis=0), RandFlipd(keys, prob=0.5, spatial_axis=1),
         RandFlipd(keys, prob=0.5, spatial_axis=2),
         RandRotate90d(keys, prob=0.5, spatial_axes=(0, 1))])
 
 
-def fit(train: list[Case], held_back: list[Case], out: Path, settings: FitSettings) -> dict:
-    """Train; write ``last.pt``, ``best.pt`` and ``history.json`` into ``out``; return the
-    history."""
+def fit(train: list[Case], validation: list[Case], out: Path, settings: FitSettings) -> dict:
+    """Train; write ``last.pt``, ``best.pt`` (by validation Dice) and ``history.json`` into
+    ``out``; return the history."""
     torch.manual_seed(settings.seed)
     device = choose_device(settings.device)
     network = _network(settings.init).to(device)
@@ -118,17 +127,20 @@ def fit(train: list[Case], held_back: list[Case], out: Path, settings: FitSettin
     loader = DataLoader(Dataset(inputs, _transforms()), batch_size=settings.batch // 2 or 1,
                         shuffle=True, num_workers=0)
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate)
-    loss = DiceCELoss(sigmoid=True)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimiser, T_max=settings.epochs * settings.iterations)
+    loss = DiceCELoss(sigmoid=True, batch=True)
     out.mkdir(parents=True, exist_ok=True)
     history: list[dict] = []
     for epoch in range(1, settings.epochs + 1):
         started = time.monotonic()
-        mean_loss = _epoch(network, loader, optimiser, loss, device, settings, epoch)
-        scores = [_held_back_dice(network, case, device) for case in held_back]
-        history.append({"epoch": epoch, "loss": mean_loss, "held_back_dice": scores,
+        mean_loss = _epoch(network, loader, (optimiser, schedule), loss, device, settings, epoch)
+        scores = [_validation_dice(network, case, device) for case in validation]
+        history.append({"epoch": epoch, "loss": mean_loss, "validation_dice": scores,
+                        "learning_rate": schedule.get_last_lr()[0],
                         "seconds": round(time.monotonic() - started, 1)})
         _checkpoint(network, optimiser, history, out)
-        tqdm.write(f"epoch {epoch}: loss {mean_loss:.3f}, held-back Dice "
+        tqdm.write(f"epoch {epoch}: loss {mean_loss:.3f}, validation Dice "
                    + ", ".join(f"{s:.2f}" for s in scores))
     return {"history": history}
 
@@ -141,7 +153,8 @@ def _network(init: Path | None) -> torch.nn.Module:
     return load_unet(init, torch.device("cpu")).train()
 
 
-def _epoch(network, loader, optimiser, loss, device, settings: FitSettings, epoch: int) -> float:
+def _epoch(network, loader, stepping, loss, device, settings: FitSettings, epoch: int) -> float:
+    optimiser, schedule = stepping
     network.train()
     losses: list[float] = []
     bar = tqdm(total=settings.iterations, desc=f"epoch {epoch}/{settings.epochs}", unit="batch")
@@ -152,6 +165,7 @@ def _epoch(network, loader, optimiser, loss, device, settings: FitSettings, epoc
             value = loss(network(image), label)
             value.backward()
             optimiser.step()
+            schedule.step()
             losses.append(value.item())
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
@@ -161,7 +175,7 @@ def _epoch(network, loader, optimiser, loss, device, settings: FitSettings, epoc
     return float(np.mean(losses))
 
 
-def _held_back_dice(network, case: Case, device) -> float:
+def _validation_dice(network, case: Case, device) -> float:
     """Segment the case as the node does and score the primary tumor against its mask."""
     network.eval()
 
@@ -182,7 +196,7 @@ def _checkpoint(network, optimiser, history: list[dict], out: Path) -> None:
     state = {"model": network.state_dict(), "optimiser": optimiser.state_dict(),
              "history": history}
     _save(state, out / "last.pt")
-    best = max(history, key=lambda h: float(np.mean(h["held_back_dice"] or [0.0])))
+    best = max(history, key=lambda h: float(np.mean(h["validation_dice"] or [0.0])))
     if best is history[-1]:
         _save(state, out / "best.pt")
     (out / "history.json").write_text(json.dumps(history, indent=2))
@@ -206,23 +220,26 @@ def export(checkpoint: Path, weights: Path) -> str:
     return hashlib.sha256(weights.read_bytes()).hexdigest()
 
 
-def hybrid_training_cases(count: int, first_seed: int, slice_mm: float = 1.0) -> list[Case]:
-    """``count`` hybrid cases on the real thorax: kinds in turn, 15-40 mm, seeds from
-    ``first_seed`` (held-back cases use seeds the training cases do not)."""
+def hybrid_training_cases(count: int, first_seed: int) -> list[Case]:
+    """``count`` hybrid cases on the real thorax: kinds in turn, 8-45 mm, 1 mm and 5 mm slices
+    in turn, seeds from ``first_seed`` (``TRAINING_SEEDS`` or ``VALIDATION_SEEDS``)."""
     from training import real_ct
-    from training.hybrid_lesions import KINDS, host_from_image, insert
+    from training.hybrid_lesions import host_from_image
 
     image, _ = real_ct.load("ts-thorax")
-    host = host_from_image(image, slice_mm)
-    cases = []
-    for k in range(count):
-        seed = first_seed + k
-        kind = KINDS[seed % len(KINDS)]
-        diameter = float(np.random.default_rng(seed).uniform(15.0, 40.0))
-        try:
-            hu, lesion = insert(host, kind, diameter, seed)
-        except ValueError:
-            hu, lesion = insert(host, "solid", diameter, seed)
-        cases.append(Case(f"hybrid-{seed}-{lesion.kind}-{diameter:.0f}mm", hu,
-                          host.spacing_mm, lesion.mask))
-    return cases
+    hosts = {s: host_from_image(image, s) for s in HYBRID_SLICES_MM}
+    return [_hybrid_case(hosts[HYBRID_SLICES_MM[k % len(HYBRID_SLICES_MM)]], first_seed + k)
+            for k in range(count)]
+
+
+def _hybrid_case(host, seed: int) -> Case:
+    from training.hybrid_lesions import KINDS, insert
+
+    kind = KINDS[seed % len(KINDS)]
+    diameter = float(np.random.default_rng(seed).uniform(*HYBRID_DIAMETERS_MM))
+    try:
+        hu, lesion = insert(host, kind, diameter, seed)
+    except ValueError:  # no room for this kind at this size: a solid one instead
+        hu, lesion = insert(host, "solid", diameter, seed)
+    return Case(f"hybrid-{seed}-{lesion.kind}-{diameter:.0f}mm-{host.spacing_mm[0]:.0f}mm",
+                hu, host.spacing_mm, lesion.mask)

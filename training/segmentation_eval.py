@@ -33,6 +33,7 @@ class CaseResult:
     seconds: float
     found_ml: float
     true_ml: float
+    candidates: int          # what the segmenter considered (the U-Net: its components)
 
 
 def volume_of(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> CTVolume:
@@ -58,13 +59,14 @@ def evaluate(segmenter: Segmenter, host: Host, kind: str, diameter_mm: float, se
              ) -> CaseResult:
     hu, lesion = insert(host, kind, diameter_mm, seed)
     started = time.perf_counter()
-    found = segmenter.segment(volume_of(hu, host.spacing_mm)).mask
+    tumor = segmenter.segment(volume_of(hu, host.spacing_mm))
     seconds = time.perf_counter() - started
+    found = tumor.mask
     hit = detected(found, lesion.mask)
     ml = float(np.prod(host.spacing_mm)) / 1000.0
     return CaseResult(kind, diameter_mm, host.spacing_mm[0], hit,
                       dice(found, lesion.mask) if hit else 0.0, seconds,
-                      float(found.sum()) * ml, float(lesion.mask.sum()) * ml)
+                      float(found.sum()) * ml, float(lesion.mask.sum()) * ml, tumor.candidates)
 
 
 def hybrid_cases(hosts: dict[float, Host], kinds: Iterable[str] = KINDS,

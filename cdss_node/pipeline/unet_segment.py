@@ -40,14 +40,18 @@ Inference and post-processing (``mask.py`` ``mask``, ``dataprocessing.py`` ``pos
     map is resized (trilinear) to the crop box, thresholded with ``>= 0.5`` (CLI default), put
     back into a zero volume of the CT's shape, left and right fused by maximum, and closed
     slice by slice (axial) with a disk of radius 1 voxel. The lung filter is off by default.
-    No primary-tumor rule: every component is kept.
+    No primary-tumor rule: every component is kept. Their optional lung filter (off by
+    default) drops predictions outside the lungs.
 
 Differences here, each said: the lungs come from the node's ``lung_fields`` (connected lung
 regions stand for lungmask's left/right labels), crop boxes are exact (theirs start one voxel
 late in x and y and end one slice early in z), the padding is removed by its known extent
 (theirs by searching for non-zero planes), inference is ``sliding_window_inference`` (with
-``roi_size=None``, one window over the whole padded crop: their forward pass), and the primary
-tumor is the largest connected component, as the ``TumorMask`` record asks for one tumor.
+``roi_size=None``, one window over the whole padded crop: their forward pass), the lung filter
+is on and works on components (one that lies mostly outside the lung fields is dropped, one
+that bulges out of them is kept whole), components smaller than a ball of
+``MIN_DIAMETER_MM`` are dropped, and the primary tumor is the largest component left, as the
+``TumorMask`` record asks for one tumor.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ NETWORK_SPACING_MM = (1.5, 1.0, 1.0)   # z, y, x: their pixdim (1, 1, 1.5) on NI
 DIVISOR = 16                            # four stride-2 levels
 THRESHOLD = 0.5
 CLOSING_RADIUS = 1                      # voxels, in each axial slice
+MIN_DIAMETER_MM = 5.0                   # smaller components are not lesion candidates
+MIN_INSIDE_LUNGS = 0.5                  # the lung filter: share of a component in the lungs
 UNET_ARGS = dict(spatial_dims=3, in_channels=1, out_channels=1,
                  channels=(64, 128, 256, 512, 1024), strides=(2, 2, 2, 2), kernel_size=3,
                  up_kernel_size=3, num_res_units=0, act="PRELU", norm="INSTANCE", dropout=0.0)
@@ -196,8 +202,27 @@ def divisible_padding(shape: tuple[int, ...], k: int = DIVISOR) -> list[tuple[in
 
 def lung_boxes(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> list[Box]:
     """The bounding box of each connected lung region (each lung, or both when they touch)."""
-    labels, _ = ndimage.label(lung_fields(hu, spacing_mm))
+    return boxes_of(lung_fields(hu, spacing_mm))
+
+
+def boxes_of(fields: np.ndarray) -> list[Box]:
+    labels, _ = ndimage.label(fields)
     return [box for box in ndimage.find_objects(labels) if box is not None]
+
+
+def lesion_components(found: np.ndarray, fields: np.ndarray,
+                      spacing_mm: tuple[float, float, float]) -> np.ndarray:
+    """``found`` without components smaller than a ``MIN_DIAMETER_MM`` ball or lying mostly
+    outside the lung ``fields`` (LungTumorMask's lung filter, by component)."""
+    labels, count = ndimage.label(found)
+    if count == 0:
+        return found
+    index = np.arange(1, count + 1)
+    voxels = ndimage.sum_labels(found, labels, index)
+    inside = ndimage.sum_labels(fields, labels, index)
+    min_voxels = np.pi / 6 * MIN_DIAMETER_MM ** 3 / float(np.prod(spacing_mm))
+    keep = index[(voxels >= min_voxels) & (inside >= MIN_INSIDE_LUNGS * voxels)]
+    return np.isin(labels, keep)
 
 
 def close_axial(mask: np.ndarray, radius: int = CLOSING_RADIUS) -> np.ndarray:
@@ -228,17 +253,19 @@ Predictor = Callable[[np.ndarray], torch.Tensor]
 
 def tumor_voxels(volume: CTVolume, predict: Predictor,
                  threshold: float = THRESHOLD) -> np.ndarray:
-    """Every voxel of the CT the network calls tumor, lung by lung, after axial closing.
+    """Every voxel of the CT the network calls tumor, lung by lung, after axial closing,
+    in components of lesion size in the lungs (``lesion_components``).
 
     ``predict`` maps a lung crop as the network sees it (x, y, z at 1 x 1 x 1.5 mm, z-scored,
     zero-padded to multiples of 16) to the tumor probability on the same grid.
     """
     mean, std = zscore_parameters(volume.hu)
+    fields = lung_fields(volume.hu, volume.spacing_mm)
     found = np.zeros(volume.shape, dtype=bool)
-    for box in lung_boxes(volume.hu, volume.spacing_mm):
+    for box in boxes_of(fields):
         probability = _lung_probability(volume, box, mean, std, predict)
         found[box] |= probability.numpy() >= threshold
-    return close_axial(found)
+    return lesion_components(close_axial(found), fields, volume.spacing_mm)
 
 
 def _lung_probability(volume: CTVolume, box: Box, mean: float, std: float,

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from cdss_node.cli import main
-from cdss_node.config import Config, ConfigError, load_config
+from cdss_node.config import Config, ConfigError, load_config, unet_window
 from cdss_node.config_default import render_default_config
 
 
@@ -140,7 +140,7 @@ def test_shipped_example_equals_config_default():
 def test_analysis_problems_are_listed_one_per_line(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text('[analysis]\nsegmenter = "lungtumormask"\nbundle = "/nope"\n'
-                    'device = "tpu"\nworkers = 2\n')
+                    'device = "tpu"\nworkers = 2\nunet_window = "48x60x64"\n')
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert err.value.problems == [
@@ -148,4 +148,11 @@ def test_analysis_problems_are_listed_one_per_line(tmp_path):
         "analysis.workers: expected an integer in 0..1, found 2",
         "analysis.bundle: no manifest.json in '/nope'",
         'analysis.unet_weights: needed by segmenter = "lungtumormask"',
+        "analysis.unet_window: expected 'whole' or three multiples of 16 as ZxYxX, "
+        "found '48x60x64'",
     ]
+
+
+def test_unet_window_reads_as_voxels_or_whole():
+    assert unet_window("48x64x64") == (48, 64, 64) and unet_window(" 96X128x128") == (96, 128, 128)
+    assert unet_window("whole") is None

@@ -17,6 +17,7 @@ from cdss_node.pipeline.unet_segment import (
     close_axial,
     divisible_padding,
     largest_component,
+    lesion_components,
     lung_boxes,
     normalise,
     published_state_dict_keys,
@@ -252,6 +253,20 @@ def test_largest_component_is_the_primary():
     mask[1:4, 5:9, 5:9] = True
     primary, count = largest_component(mask)
     assert count == 2 and primary[2, 6, 6] and not primary[1, 1, 1]
+
+
+def test_the_lung_filter_drops_specks_and_what_lies_outside_the_lungs():
+    fields = np.zeros((20, 40, 40), dtype=bool)
+    fields[:, :, :20] = True                          # the lungs: the left half
+    found = np.zeros_like(fields)
+    found[2:7, 2:7, 2:7] = True                       # 5 mm cube in the lungs: a lesion
+    found[10, 30, 30] = True                          # 1 voxel: a speck
+    found[2:7, 30:35, 30:35] = True                   # 5 mm cube outside the lungs
+    found[10:15, 20:25, 18:23] = True                 # 3 of 5 columns outside: dropped
+    found[14:19, 10:15, 17:22] = True                 # 3 of 5 columns inside: kept whole
+    kept = lesion_components(found, fields, (1.0, 1.0, 1.0))
+    assert kept[2:7, 2:7, 2:7].all() and kept[14:19, 10:15, 17:22].all()
+    assert np.count_nonzero(kept) == 2 * 125
 
 
 def test_each_lung_is_cropped_on_its_own():
