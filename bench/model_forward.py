@@ -90,7 +90,7 @@ def measure(architecture: str, folds: int, repeats: int) -> dict:
     for batching in ("loop", "vmap"):
         ensemble = bundle.ensemble if batching == "loop" else FoldEnsemble(networks, "vmap")
         timed = replace(bundle, ensemble=ensemble)
-        row[f"{batching}_s"] = seconds(lambda: predict_egfr(timed, *case), repeats)
+        row[f"{batching}_s"] = seconds(lambda t=timed: predict_egfr(t, *case), repeats)
         del ensemble, timed
     return row
 
