@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -78,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     cohort.add_argument("--external-cases", type=int, default=60, help="site C (default 60)")
     cohort.add_argument("--seed", type=int, default=2024)
     cohort.set_defaults(func=cmd_synth_cohort)
+    prep = sub.add_parser(
+        "prepare", help="run the node's pipeline on every case of a cohort into a feature store",
+        description="For each manifest row: load the CT, take the manifest's tumor mask (or "
+        "segment), extract radiomics, read the clinical facts, crop the tumor, with the node's "
+        "own code; store the result in STORE keyed by a hash of the inputs. Resumable.")
+    prep.add_argument("manifest", type=Path, help="cohort CSV (see training/cohort.py)")
+    prep.add_argument("store", type=Path, help="feature store folder")
+    prep.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                      help="parallel processes (default: the CPU cores)")
+    prep.add_argument("--segmenter", default="default", choices=("default", "lungtumormask"),
+                      help="for cases without a mask")
+    prep.add_argument("--unet-weights", default="", help="weights for --segmenter lungtumormask")
+    prep.set_defaults(func=cmd_prepare)
     bundle = sub.add_parser(
         "default-bundle", help="train the node's default bundle on the synthetic cohort",
         description="Train the radiomics + clinical network fivefold on a synthetic cohort "
@@ -110,6 +124,31 @@ def cmd_synth_cohort(args: argparse.Namespace) -> int:
     print(f"{manifest}: {sum(counts.values())} SYNTHETIC cases; Bayes AUC clinical "
           f"{facts['bayes_auc_clinical']:.3f}, clinical + tumor phenotype "
           f"{facts['bayes_auc_clinical_phenotype']:.3f}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cdss_node.jobs import AnalysisSettings
+    from training.cohort import ManifestError, read_manifest
+    from training.prepare import prepare
+
+    try:
+        cases = read_manifest(args.manifest)
+    except (ManifestError, OSError) as error:
+        print(f"cdss-train prepare: {error}", file=sys.stderr)
+        return 2
+    settings = AnalysisSettings(segmenter=args.segmenter, unet_weights=args.unet_weights)
+    with tqdm(total=len(cases), desc="prepare", unit="case") as bar:
+        def progress(case_id: str, state: str) -> None:
+            bar.update(1)
+            if state != "ok":
+                tqdm.write(f"{case_id}: {state} (see {args.store / (case_id + '.json')})")
+        counts = prepare(cases, args.store, settings, max(args.workers, 1), progress)
+        bar.update(counts["reused"])
+    print(f"{args.store}: {counts['computed']} computed, {counts['reused']} already there, "
+          f"{counts['not_evaluable']} not evaluable")
     return 0
 
 

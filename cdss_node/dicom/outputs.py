@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -14,6 +13,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from cdss_node import __version__
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
 from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
 from cdss_node.jobs import SEG_FILE, SR_FILE
@@ -32,7 +32,7 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
     if not headers:
         log.warning("no_dicom_report", reason="no readable DICOM header in the series")
         return []
-    equipment = Equipment(software_version=_version())
+    equipment = Equipment(software_version=__version__)
     if analysis.status != "ok":
         report = not_evaluable_report(analysis, model, headers, equipment, version)
         return [_save(report, out_dir, SR_FILE)]
@@ -61,13 +61,6 @@ def _save(dataset: Dataset, out_dir: Path, name: str) -> Path:
     dataset.save_as(partial, enforce_file_format=True)
     os.replace(partial, path)
     return path
-
-
-def _version() -> str:
-    try:
-        return metadata.version("cdss-node")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def read_report(path: str | Path) -> Dataset:
