@@ -92,6 +92,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="for cases without a mask")
     prep.add_argument("--unet-weights", default="", help="weights for --segmenter lungtumormask")
     prep.set_defaults(func=cmd_prepare)
+    fit = sub.add_parser(
+        "fit", help="fivefold training on the cross-validation site, as in the paper",
+        description="Train one model family fivefold (stratified) on --cv-site from the "
+        "feature store, predict the internal and external sites, write OUT/predictions.csv "
+        "and OUT/fit.json. Checkpoints every epoch; run again to resume.")
+    fit.add_argument("manifest", type=Path)
+    fit.add_argument("store", type=Path, help="feature store of cdss-train prepare")
+    fit.add_argument("out", type=Path, help="folder for the folds, predictions and fit.json")
+    fit.add_argument("--architecture", default="tabular",
+                     choices=("tabular", "efficientnet-b7", "resnet34", "densenet264"),
+                     help="tabular: the radiomics + clinical model; else the multimodal CNN")
+    fit.add_argument("--cv-site", required=True, help="site cross-validated fivefold")
+    fit.add_argument("--internal-site", help="site for internal validation")
+    fit.add_argument("--external-site", help="site for external validation")
+    fit.add_argument("--folds", type=int, default=5)
+    fit.add_argument("--epochs", type=int, default=30)
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--lr", type=float, default=1e-5, help="AdamW (the paper: 1e-5)")
+    fit.add_argument("--weight-decay", type=float, default=1e-2)
+    fit.add_argument("--no-augment", action="store_true", help="no 3D augmentation of crops")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
+    fit.add_argument("--init-weights", default="",
+                     help="CNN weights: a 3D state dict, or 2D ImageNet weights (inflated)")
+    fit.set_defaults(func=cmd_fit)
     bundle = sub.add_parser(
         "default-bundle", help="train the node's default bundle on the synthetic cohort",
         description="Train the radiomics + clinical network fivefold on a synthetic cohort "
@@ -149,6 +174,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         bar.update(counts["reused"])
     print(f"{args.store}: {counts['computed']} computed, {counts['reused']} already there, "
           f"{counts['not_evaluable']} not evaluable")
+    return 0
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from training.cohort import ManifestError, SiteRoles, check_roles, read_manifest
+    from training.fit import FitSettings, fit
+    from training.prepare import load_store
+
+    roles = SiteRoles(args.cv_site, args.internal_site, args.external_site)
+    try:
+        cases = read_manifest(args.manifest)
+        check_roles(cases, roles)
+        prepared = load_store(args.store, [c.case_id for c in cases])
+    except (ManifestError, OSError) as error:
+        print(f"cdss-train fit: {error} (run cdss-train prepare first?)", file=sys.stderr)
+        return 2
+    settings = FitSettings(
+        architecture=args.architecture, folds=args.folds, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
+        augment=not args.no_augment, seed=args.seed, device=args.device,
+        init_weights=args.init_weights)
+    summary = fit(prepared, roles, args.out, settings)
+    print(f"{args.out}: {args.folds} folds of {args.architecture}; cases {summary['cases']}; "
+          f"decision threshold {summary['decision_threshold']:.3f}")
     return 0
 
 

@@ -1,0 +1,290 @@
+"""``cdss-train fit``: the paper's fivefold training on the cross-validation site.
+
+Inputs come from the feature store (``training.prepare``) and are scaled by the node's own
+functions (``scale_radiomics``, ``clinical_vector``) with ranges and medians of the whole
+training site, the scaling the exported bundle carries (so the cross-validation estimate has
+seen the held-out folds' ranges, not their labels). Folds are stratified by EGFR label. Each
+fold trains the paper's network (``cdss_node.model.network``) with AdamW, a cosine learning
+rate over the epochs, and, for the CNNs, MONAI 3D augmentation of the tumor crop (rotation,
+scaling and shift, Gaussian noise, Gaussian blur). Every epoch writes ``fold_<k>/last.pt``;
+a run that stops resumes at the next epoch with the same result, because every epoch's
+shuffling and augmentation are seeded from (seed, fold, epoch). ``fold_<k>/final.pt`` holds
+the fold's trained weights. Mixed precision (bfloat16) on CUDA.
+
+After the folds: each fold model predicts its held-out cases (out-of-fold) and every case of
+the internal and external sites; ``predictions.csv`` has them and the ensemble (the mean of
+the fold probabilities, as the node computes it), ``fit.json`` the settings, scalings, the
+decision threshold (Youden on the out-of-fold probabilities) and the case counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cdss_node.model.manifest import RadiomicsScaling
+from cdss_node.model.network import (
+    DEFAULT_DROPOUT, DEFAULT_HIDDEN, TABULAR, build_network, uses_image)
+from cdss_node.model.predict import scale_radiomics
+from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vector, encode
+from cdss_node.pipeline.records import RadiomicsFeatures
+from cdss_node.pipeline.unet_segment import choose_device
+from training.cohort import SiteRoles
+from training.default_bundle import fold_of_case, youden_threshold
+from training.prepare import PreparedCase
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    architecture: str = TABULAR
+    folds: int = 5
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float = 1e-5          # the paper's
+    weight_decay: float = 1e-2
+    hidden: int = DEFAULT_HIDDEN
+    dropout: float = DEFAULT_DROPOUT
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    init_weights: str = ""               # see training.init_weights
+
+
+@dataclass(frozen=True)
+class ScaledInputs:
+    """The network inputs of a set of cases, scaled as the node scales them."""
+
+    case_ids: tuple[str, ...]
+    sites: tuple[str, ...]
+    labels: np.ndarray                   # float32, 1 = mutant
+    radiomics: np.ndarray                # float32 (n, 107)
+    clinical: np.ndarray                 # float32 (n, 10)
+    crops: np.ndarray | None             # float32 (n, 1, 64, 112, 112) for the CNNs
+
+    def subset(self, chosen: np.ndarray) -> "ScaledInputs":
+        return ScaledInputs(tuple(np.asarray(self.case_ids)[chosen]),
+                            tuple(np.asarray(self.sites)[chosen]), self.labels[chosen],
+                            self.radiomics[chosen], self.clinical[chosen],
+                            None if self.crops is None else self.crops[chosen])
+
+
+def training_scalings(cases: list[PreparedCase]) -> tuple[RadiomicsScaling, ClinicalScaling]:
+    """Radiomics ranges and clinical medians and ranges of the training cases."""
+    radiomics = np.stack([c.radiomics for c in cases])
+    raw = np.array([[np.nan if (v := encode(c.header, c.supplied)[name]) is None else v
+                     for name in FEATURES] for c in cases], dtype=np.float64)
+
+    def per_feature(stat) -> dict[str, float]:
+        return {name: float(stat(raw[:, k])) if np.isfinite(raw[:, k]).any() else 0.0
+                for k, name in enumerate(FEATURES)}
+
+    return (RadiomicsScaling(names=cases[0].radiomics_names,
+                             minimums=tuple(float(v) for v in radiomics.min(axis=0)),
+                             maximums=tuple(float(v) for v in radiomics.max(axis=0))),
+            ClinicalScaling(medians=per_feature(np.nanmedian), minimums=per_feature(np.nanmin),
+                            maximums=per_feature(np.nanmax)))
+
+
+def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
+                  clinical: ClinicalScaling, with_crops: bool) -> ScaledInputs:
+    return ScaledInputs(
+        case_ids=tuple(c.case_id for c in cases), sites=tuple(c.site for c in cases),
+        labels=np.array([c.egfr_mutant for c in cases], dtype=np.float32),
+        radiomics=np.stack([scale_radiomics(RadiomicsFeatures(c.radiomics_names, c.radiomics),
+                                            radiomics) for c in cases]),
+        clinical=np.stack([clinical_vector(c.header, clinical, c.supplied).values
+                           for c in cases]),
+        crops=np.stack([c.crop for c in cases]) if with_crops else None)
+
+
+def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,
+        progress: Callable[[str], None] = tqdm.write) -> dict:
+    """Train the folds into ``out``; write ``predictions.csv`` and ``fit.json``."""
+    training = [c for c in prepared if c.site == roles.cross_validation]
+    radiomics_scaling, clinical_scaling = training_scalings(training)
+    image = uses_image(settings.architecture)
+    sets = {role: scaled_inputs(cases, radiomics_scaling, clinical_scaling, image)
+            for role, cases in _by_role(prepared, roles).items() if cases}
+    fold = fold_of_case(sets["cross-validation"].labels, settings.folds, settings.seed)
+    networks = []
+    for k in range(settings.folds):
+        train = sets["cross-validation"].subset(fold != k)
+        networks.append(train_fold(k + 1, train, settings, out / f"fold_{k + 1}"))
+        progress(f"fold {k + 1}/{settings.folds} trained")
+    rows = prediction_rows(networks, sets, fold, settings)
+    summary = _summary(rows, settings, roles, radiomics_scaling, clinical_scaling)
+    _write_predictions(out / "predictions.csv", rows, settings.folds)
+    (out / "fit.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _by_role(prepared: list[PreparedCase], roles: SiteRoles) -> dict[str, list[PreparedCase]]:
+    found: dict[str, list[PreparedCase]] = {"cross-validation": [], "internal": [],
+                                             "external": []}
+    for case in prepared:
+        role = roles.role(case.site)
+        if role:
+            found[role].append(case)
+    return found
+
+
+def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path
+               ) -> torch.nn.Module:
+    """One fold's network, trained (or resumed) and saved as ``folder/final.pt``."""
+    device = choose_device(settings.device)
+    torch.manual_seed(settings.seed * 1000 + k)        # the fold's initial weights
+    network = new_network(settings, data).to(device)
+    if (folder / "final.pt").is_file():
+        network.load_state_dict(torch.load(folder / "final.pt", weights_only=True))
+        return network.eval()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
+    first = _resume(folder / "last.pt", network, optimiser, schedule)
+    for epoch in tqdm(range(first, settings.epochs), desc=f"fold {k}", unit="epoch",
+                      initial=first, total=settings.epochs):
+        _train_epoch(network, optimiser, data, settings, (k, epoch), device)
+        schedule.step()
+        _save(folder / "last.pt", {"epoch": epoch + 1, "model": network.state_dict(),
+                                   "optimiser": optimiser.state_dict(),
+                                   "schedule": schedule.state_dict()})
+    _save(folder / "final.pt", network.state_dict())
+    return network.eval()
+
+
+def new_network(settings: FitSettings, data: ScaledInputs) -> torch.nn.Module:
+    network = build_network(settings.architecture, data.radiomics.shape[1],
+                            data.clinical.shape[1], settings.hidden, settings.dropout)
+    if settings.init_weights:
+        from training.init_weights import load_cnn_weights
+
+        load_cnn_weights(network, Path(settings.init_weights))
+    return network
+
+
+def _resume(path: Path, network, optimiser, schedule) -> int:
+    if not path.is_file():
+        return 0
+    state = torch.load(path, weights_only=True)
+    network.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimiser"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["epoch"])
+
+
+def _train_epoch(network, optimiser, data: ScaledInputs, settings: FitSettings,
+                 fold_epoch: tuple[int, int], device: torch.device) -> float:
+    """One pass over the cases in batches; shuffling, augmentation and dropout seeded by the
+    epoch."""
+    rng = np.random.default_rng([settings.seed, *fold_epoch])
+    torch.manual_seed(int(rng.integers(0, 2**31)))     # dropout
+    order = rng.permutation(len(data.labels))
+    batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
+    batches = [b for b in batches if len(b) > 1]    # batch normalization needs two cases
+    augment = _augmentation(rng) if settings.augment and data.crops is not None else None
+    network.train()
+    losses = []
+    for batch in batches:
+        image = None if data.crops is None else _crops(data.crops[batch], augment)
+        inputs = [None if image is None else torch.from_numpy(image).to(device),
+                  torch.from_numpy(data.radiomics[batch]).to(device),
+                  torch.from_numpy(data.clinical[batch]).to(device)]
+        optimiser.zero_grad()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = network(*inputs)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), torch.from_numpy(data.labels[batch]).to(device))
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _augmentation(rng: np.random.Generator):
+    """MONAI's 3D augmentation of the paper: rotation, scaling/shift, noise, blur."""
+    from monai.transforms import Compose, RandAffine, RandGaussianNoise, RandGaussianSmooth
+
+    transform = Compose([
+        RandAffine(prob=0.8, rotate_range=(0.26, 0.26, 0.26), scale_range=(0.1, 0.1, 0.1),
+                   translate_range=(4, 8, 8), padding_mode="zeros"),
+        RandGaussianNoise(prob=0.3, std=0.02),
+        RandGaussianSmooth(prob=0.3, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0),
+                           sigma_z=(0.25, 1.0))])
+    transform.set_random_state(seed=int(rng.integers(0, 2**31)))
+    return transform
+
+
+def _crops(crops: np.ndarray, augment) -> np.ndarray:
+    if augment is None:
+        return np.ascontiguousarray(crops)
+    return np.stack([np.clip(np.asarray(augment(crop)), 0.0, 1.0) for crop in crops]
+                    ).astype(np.float32)
+
+
+def predict(network: torch.nn.Module, data: ScaledInputs, device: torch.device | None = None
+            ) -> np.ndarray:
+    """Sigmoid probabilities of one fold model, case by case in float32 (as the node)."""
+    device = device or next(network.parameters()).device
+    network.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(len(data.labels)):
+            image = None if data.crops is None else torch.from_numpy(data.crops[i:i + 1])
+            inputs = [None if image is None else image.to(device),
+                      torch.from_numpy(data.radiomics[i:i + 1]).to(device),
+                      torch.from_numpy(data.clinical[i:i + 1]).to(device)]
+            out.append(float(torch.sigmoid(network(*inputs).float())[0]))
+    return np.array(out)
+
+
+def prediction_rows(networks, sets: dict[str, ScaledInputs], fold: np.ndarray,
+                    settings: FitSettings) -> list[dict]:
+    """Per case: each fold's probability, the ensemble mean, and (training site) out-of-fold."""
+    rows = []
+    for role, data in sets.items():
+        probabilities = np.stack([predict(net, data) for net in networks], axis=1)
+        for i, case_id in enumerate(data.case_ids):
+            row = {"case_id": case_id, "site": data.sites[i], "role": role,
+                   "egfr_mutant": int(data.labels[i]),
+                   **{f"fold_{k + 1}": float(p) for k, p in enumerate(probabilities[i])},
+                   "ensemble": float(probabilities[i].mean())}
+            if role == "cross-validation":
+                row["held_out_fold"] = int(fold[i]) + 1
+                row["out_of_fold"] = float(probabilities[i, fold[i]])
+            rows.append(row)
+    return rows
+
+
+def _summary(rows: list[dict], settings: FitSettings, roles: SiteRoles,
+             radiomics: RadiomicsScaling, clinical: ClinicalScaling) -> dict:
+    cv = [r for r in rows if r["role"] == "cross-validation"]
+    labels = np.array([r["egfr_mutant"] for r in cv])
+    oof = np.array([r["out_of_fold"] for r in cv])
+    return {"settings": asdict(settings), "roles": asdict(roles),
+            "cases": {role: sum(r["role"] == role for r in rows)
+                      for role in ("cross-validation", "internal", "external")},
+            "decision_threshold": youden_threshold(labels, oof),
+            "radiomics_scaling": asdict(radiomics), "clinical_scaling": asdict(clinical)}
+
+
+def _write_predictions(path: Path, rows: list[dict], folds: int) -> None:
+    columns = ["case_id", "site", "role", "egfr_mutant", *(f"fold_{k + 1}" for k in range(folds)),
+               "ensemble", "held_out_fold", "out_of_fold"]
+    with path.open("w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _save(path: Path, state) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(state, partial)
+    partial.replace(path)
