@@ -7,7 +7,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc
 
-.PHONY: setup tools realct demo test bench clean
+.PHONY: setup tools realct demo test bench default-bundle clean
 
 # pyradiomics ships only an sdist that fails to build under pip's build isolation: its build
 # needs numpy, setuptools, wheel and versioneer installed first, then --no-build-isolation.
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q numpy setuptools wheel versioneer
 	$(PY) -m pip install -q --no-build-isolation 'pyradiomics>=3.0.1'
 	$(PY) -m pip install -q 'torch==$(TORCH_VERSION)'
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,train]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -41,6 +41,18 @@ test: setup tools realct
 
 bench: setup tools
 	$(PY) bench/ingest.py
+
+# The node's built-in default bundle, remade from the synthetic cohort by the commands a
+# hospital runs (about 30 minutes on 2 cores). SYNTHETIC: not for clinical use.
+COHORT ?= var/default-bundle
+default-bundle: setup
+	rm -rf $(COHORT) && mkdir -p $(COHORT)
+	$(VENV)/bin/cdss-train synth-cohort $(COHORT)/cohort --cv-cases 300 --internal-cases 100 --external-cases 500 --seed 2024
+	$(VENV)/bin/cdss-train prepare $(COHORT)/cohort/manifest.csv $(COHORT)/store
+	$(VENV)/bin/cdss-train fit $(COHORT)/cohort/manifest.csv $(COHORT)/store $(COHORT)/tabular --cv-site A --internal-site B --external-site C --lr 3e-3 --epochs 200 --batch-size 32
+	$(VENV)/bin/cdss-train evaluate $(COHORT)/tabular --out $(COHORT)/evaluation
+	$(VENV)/bin/cdss-train export $(COHORT)/tabular $(COHORT)/bundle --model-id cdss-egfr-synthetic-tabular --name "CDSS EGFR default (synthetic, radiomics + clinical)" --version 0.2
+	rm -rf cdss_node/model/default_bundle && cp -r $(COHORT)/bundle cdss_node/model/default_bundle
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -59,9 +59,8 @@ def reported_model(bundle: ModelBundle) -> ReportedModel:
 
 def make_segmenter(settings: AnalysisSettings) -> Segmenter:
     if settings.segmenter == "lungtumormask":
-        from cdss_node.pipeline.unet_segment import LungTumorMaskSegmenter
-
         from cdss_node.config import unet_window
+        from cdss_node.pipeline.unet_segment import LungTumorMaskSegmenter
 
         return LungTumorMaskSegmenter(Path(settings.unet_weights), device=settings.device,
                                       roi_size=unet_window(settings.unet_window))
@@ -74,12 +73,13 @@ def series_files(folder: Path) -> list[Path]:
                   and not p.name.startswith(".") and p.name.upper() != "DICOMDIR")
 
 
-def analyze_folder(folder: Path, out_dir: Path, section: AnalysisSection, **overrides: str
-                   ) -> Outcome:
-    """``cdss-node analyze``: one folder, one series, result files in ``out_dir``."""
+def analyze_folder(folder: Path, out_dir: Path, section: AnalysisSection,
+                   supplied: SuppliedFacts = SuppliedFacts(), **overrides: str) -> Outcome:
+    """``cdss-node analyze``: one folder, one series, result files in ``out_dir``; facts a CT
+    header does not carry (family history, stage) may be ``supplied``."""
     files = series_files(folder) if Path(folder).is_dir() else []
     if not files:
         raise FileNotFoundError(f"{folder}: no files to analyse (expected a folder of DICOM "
                                 "files of one series)")
     settings = replace(AnalysisSettings.from_config(section), **overrides)
-    return Analyzer(settings).analyze(files, out_dir)
+    return Analyzer(settings).analyze(files, out_dir, supplied)

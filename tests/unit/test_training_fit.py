@@ -15,7 +15,7 @@ from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.records import HeaderFacts
 from training import fit as fit_module
 from training.cohort import SiteRoles
-from training.default_bundle import auc
+from training.metrics import auc
 from training.fit import FitSettings, fit, scaled_inputs, train_fold, training_scalings
 from training.init_weights import fit_tensor, load_cnn_weights
 from training.prepare import PreparedCase
