@@ -49,7 +49,7 @@ default-bundle: setup
 	rm -rf $(COHORT) && mkdir -p $(COHORT)
 	$(VENV)/bin/cdss-train synth-cohort $(COHORT)/cohort --cv-cases 300 --internal-cases 100 --external-cases 500 --seed 2024
 	$(VENV)/bin/cdss-train prepare $(COHORT)/cohort/manifest.csv $(COHORT)/store
-	$(VENV)/bin/cdss-train fit $(COHORT)/cohort/manifest.csv $(COHORT)/store $(COHORT)/tabular --cv-site A --internal-site B --external-site C --lr 3e-3 --epochs 200 --batch-size 32
+	$(VENV)/bin/cdss-train fit $(COHORT)/cohort/manifest.csv $(COHORT)/store $(COHORT)/tabular --cv-site A --internal-site B --external-site C --lr 3e-4 --epochs 100 --batch-size 32
 	$(VENV)/bin/cdss-train evaluate $(COHORT)/tabular --out $(COHORT)/evaluation
 	$(VENV)/bin/cdss-train export $(COHORT)/tabular $(COHORT)/bundle --model-id cdss-egfr-synthetic-tabular --name "CDSS EGFR default (synthetic, radiomics + clinical)" --version 0.2
 	rm -rf cdss_node/model/default_bundle && cp -r $(COHORT)/bundle cdss_node/model/default_bundle

@@ -61,7 +61,9 @@ def _synthetic(summary: dict) -> bool:
 
 def _synthetic_text(summary: dict) -> str:
     cases = summary["cases"]
-    return (f"SYNTHETIC cohort of cdss-train synth-cohort ({summary.get('manifest')}): "
+    generator = json.loads((Path(summary["manifest"]).parent / "generator.json").read_text())
+    return (f"SYNTHETIC cohort of cdss-train synth-cohort (training/synth_cohort.py, seed "
+            f"{generator['seed']}): "
             f"{cases['cross-validation']} cases of site {summary['roles']['cross_validation']} "
             f"in {summary['settings']['folds']}-fold cross-validation, {cases['internal']} "
             f"internal and {cases['external']} external validation cases. No real patient data.")
