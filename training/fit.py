@@ -8,8 +8,8 @@ fold trains the paper's network (``cdss_node.model.network``) with AdamW, a cosi
 rate over the epochs, and, for the CNNs, MONAI 3D augmentation of the tumor crop (rotation,
 scaling and shift, Gaussian noise, Gaussian blur). Every epoch writes ``fold_<k>/last.pt``;
 a run that stops resumes at the next epoch with the same result, because every epoch's
-shuffling and augmentation are seeded from (seed, fold, epoch). ``fold_<k>/final.pt`` holds
-the fold's trained weights. Mixed precision (bfloat16) on CUDA.
+shuffling, augmentation and dropout are seeded from (seed, fold, epoch). ``fold_<k>/final.pt``
+holds the fold's trained weights (and replaces ``last.pt``, which carries the optimiser too). Mixed precision (bfloat16) on CUDA.
 
 After the folds: each fold model predicts its held-out cases (out-of-fold) and every case of
 the internal and external sites; ``predictions.csv`` has them and, for the internal and
@@ -157,6 +157,7 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path
                                    "optimiser": optimiser.state_dict(),
                                    "schedule": schedule.state_dict()})
     _save(folder / "final.pt", network.state_dict())
+    (folder / "last.pt").unlink(missing_ok=True)   # only resuming needs it (3x the weights)
     return network.eval()
 
 
