@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from cdss_node.model.network import ARCHITECTURES
+
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -103,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("store", type=Path, help="feature store of cdss-train prepare")
     fit.add_argument("out", type=Path, help="folder for the folds, predictions and fit.json")
     fit.add_argument("--architecture", default="tabular",
-                     choices=("tabular", "efficientnet-b7", "resnet34", "densenet264"),
+                     choices=ARCHITECTURES,
                      help="tabular: the radiomics + clinical model; else the multimodal CNN")
     fit.add_argument("--cv-site", required=True, help="site cross-validated fivefold")
     fit.add_argument("--internal-site", help="site for internal validation")
