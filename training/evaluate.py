@@ -10,6 +10,12 @@ paired DeLong test of the AUCs of every two models on the same cases (DeLong et 
 the fast form of Sun & Xu 2014), calibration (observed rate per decile of predicted
 probability, PNG and CSV) and decision curves (net benefit against treat-all and treat-none,
 Vickers & Elkin 2006). Everything is written as CSV and Markdown into OUT, with ``report.md``.
+
+For a cohort of ``cdss-train synth-cohort`` (``truth.csv`` and ``generator.json`` beside the
+manifest the fit was trained from), the table ``bayes_<role>`` puts the generator's
+Bayes-optimal score beside the models: its AUC on the very cases the models were tested on, with
+its bootstrap interval, and the documented population value. A model cannot do better than the
+Bayes score for its inputs, except by chance on a finite site.
 """
 
 from __future__ import annotations
@@ -143,9 +149,41 @@ def delong_rows(models: list[ModelPredictions], role: str) -> list[dict]:
     return rows
 
 
+def generator_truth(fit_dir: Path) -> tuple[dict[str, dict], dict] | None:
+    """``truth.csv`` rows by case id and ``generator.json`` of a synthetic cohort's fit."""
+    manifest = json.loads((fit_dir / "fit.json").read_text()).get("manifest")
+    folder = Path(manifest).parent if manifest else None
+    if folder is None or not (folder / "truth.csv").is_file():
+        return None
+    with (folder / "truth.csv").open(newline="") as stream:
+        truth = {row["case_id"]: row for row in csv.DictReader(stream)}
+    return truth, json.loads((folder / "generator.json").read_text())
+
+
+def bayes_rows(model: ModelPredictions, role: str, truth: dict[str, dict], generator: dict
+               ) -> list[dict]:
+    """The generator's Bayes score on the model's cases of ``role``, per set of inputs."""
+    labels, _, ids = model.role(role)
+    if [int(truth[i]["egfr_mutant"]) for i in ids] != labels.tolist():
+        raise ValueError(f"{model.name}: {role} labels differ from the generator's truth.csv")
+    rows = []
+    for inputs in ("clinical", "clinical_phenotype", "all"):
+        column = [truth[i][f"bayes_log_ratio_{inputs}"] for i in ids]
+        if not all(column):
+            continue
+        scores = np.array(column, dtype=float)
+        low, high = bootstrap_auc(labels, scores)
+        rows.append({"bayes_score_of": inputs, "cases": len(ids),
+                     "auc_these_cases": round(auc(labels, scores), 4),
+                     "auc_95ci": f"{low:.3f}-{high:.3f}",
+                     "auc_population": generator.get(f"bayes_auc_{inputs}")})
+    return rows
+
+
 def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
     """Every table and figure into ``out``; returns the tables by name."""
     models = [load_model(Path(d)) for d in fit_dirs]
+    truth = generator_truth(Path(fit_dirs[0]))
     out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict]] = {}
     for number, role in ((2, "internal"), (3, "external")):
@@ -157,6 +195,8 @@ def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
         tables[f"calibration_{role}"] = [{"model": m.name, **row} for m in models
                                          for row in calibration(*m.role(role)[:2])]
         tables[f"decision_curve_{role}"] = _decision_curve(models, role)
+        if truth:
+            tables[f"bayes_{role}"] = bayes_rows(models[0], role, *truth)
         _figures(models, role, out)
     for name, rows in tables.items():
         _write_csv(out / f"{name}.csv", rows)

@@ -23,6 +23,7 @@ ANATOMY_VERSION = 1  # bump when the anatomy changes: it feeds the UIDs of writt
 HU_MIN, HU_MAX = -1024, 3071
 HU_AIR, HU_FAT, HU_MUSCLE, HU_SOFT_TISSUE = -1000, -100, 45, 38
 HU_MEDIASTINAL_FAT, HU_LIVER, HU_BLOOD, HU_LUNG, HU_VESSEL, HU_TUMOR = -80, 55, 40, -850, 35, 30
+HU_GROUND_GLASS = -550
 HU_CORTICAL_BONE, HU_CANCELLOUS_BONE, HU_RIB, HU_DISC, HU_CSF = 700, 300, 550, 80, 15
 
 # In-plane ellipses: (centre x, centre y, semi-axis x, semi-axis y), mm.
@@ -79,6 +80,9 @@ class PhantomSpec:
     # mean tumor density: solid about 30 HU, part-solid lower. Left out of the repr, which
     # feeds the UIDs of written series, so that series written before it existed keep theirs.
     tumor_hu: float = field(default=HU_TUMOR, repr=False)
+    # width of a ground-glass rim around the tumor, outside its mask (0: none); left out of the
+    # repr for the same reason.
+    halo_mm: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("rows", "columns"):
@@ -96,6 +100,8 @@ class PhantomSpec:
         _require(_is_int(self.seed) and self.seed >= 0, "seed", "an int >= 0", self.seed)
         _require(isinstance(self.tumor_hu, (int, float)) and -700 <= self.tumor_hu <= 200,
                  "tumor_hu", "a density in -700..200 HU", self.tumor_hu)
+        _require(isinstance(self.halo_mm, (int, float)) and 0 <= self.halo_mm <= 20,
+                 "halo_mm", "a width in 0..20 mm", self.halo_mm)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -104,6 +110,7 @@ class PhantomSpec:
     def identity(self) -> str:
         """Text that differs for every different phantom (for UIDs)."""
         extra = "" if self.tumor_hu == HU_TUMOR else f", tumor_hu={self.tumor_hu!r}"
+        extra += f", halo_mm={self.halo_mm!r}" if self.halo_mm else ""
         return repr(self) + extra
 
 
@@ -162,6 +169,8 @@ def make_chest_phantom(spec: PhantomSpec = PhantomSpec()) -> ChestPhantom:
     hu[lung] = HU_LUNG
     hu[_vessels(rng, spec, z, y, x) & lung] = HU_VESSEL
     tumor = _tumor(spec, centre, z, y, x) & lung
+    if spec.halo_mm > 0:
+        hu[_tumor(spec, centre, z, y, x, grow_mm=spec.halo_mm) & lung & ~tumor] = HU_GROUND_GLASS
     hu[tumor] = spec.tumor_hu
     if spec.noise_hu > 0:
         hu += rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.noise_hu)
@@ -377,14 +386,16 @@ def _tumor_centre_voxel(spec: PhantomSpec, z, y, x) -> tuple[int, int, int]:
     return centre  # type: ignore[return-value]
 
 
-def _tumor(spec: PhantomSpec, centre: tuple[int, int, int], z, y, x) -> np.ndarray:
-    """Boolean volume of the lobulated tumor around the centre voxel."""
+def _tumor(spec: PhantomSpec, centre: tuple[int, int, int], z, y, x, grow_mm: float = 0.0
+           ) -> np.ndarray:
+    """Boolean volume of the lobulated tumor around the centre voxel, each lobe's radius grown
+    by ``grow_mm`` (the ground-glass halo's outline)."""
     origin = np.array([z[centre[0]], y[centre[1]], x[centre[2]]])
-    half = 0.5 * spec.tumor_diameter_mm
+    half = 0.5 * spec.tumor_diameter_mm + grow_mm
     mask = np.zeros(spec.shape, dtype=bool)
     box = _box(spec, origin - half, origin + half)
     zz, yy, xx = z[box[0]], y[box[1]], x[box[2]]
     for offset, radius in _tumor_lobes(spec.tumor_diameter_mm):
         c = origin + offset
-        mask[box] |= _segment_distance(zz, yy, xx, c, c) <= radius
+        mask[box] |= _segment_distance(zz, yy, xx, c, c) <= radius + grow_mm
     return mask

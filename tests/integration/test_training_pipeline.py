@@ -10,9 +10,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from training.cohort import COLUMNS
+from training.metrics import auc
 
 pytestmark = pytest.mark.slow
 FOLDS = "5"
@@ -30,16 +32,16 @@ def experiment(tmp_path_factory):
     """The cohort, its store, a fit of each family and the evaluation, made once."""
     root = tmp_path_factory.mktemp("experiment")
     run("-m", "training", "synth-cohort", str(root / "cohort"), "--cv-cases", "12",
-        "--internal-cases", "4", "--external-cases", "6", "--seed", "5")
+        "--internal-cases", "4", "--external-cases", "6", "--seed", "5", "--ground-glass-halo")
     manifest = without_masks(root / "cohort" / "manifest.csv")
     run("-m", "training", "prepare", str(manifest), str(root / "store"), "--workers", "2")
     sites = ["--cv-site", "A", "--internal-site", "B", "--external-site", "C", "--folds", FOLDS]
-    run("-m", "training", "fit", str(manifest), str(root / "store"), str(root / "tabular"),
-        *sites, "--epochs", "60", "--lr", "3e-3")
+    run("-m", "training", "fit", str(manifest), str(root / "store"),
+        str(root / "radiomics-clinical"), *sites, "--epochs", "60", "--lr", "3e-3")
     run("-m", "training", "fit", str(manifest), str(root / "store"), str(root / "resnet34"),
         *sites, "--architecture", "resnet34", "--epochs", "1", "--batch-size", "8",
         "--lr", "1e-4")
-    run("-m", "training", "evaluate", str(root / "tabular"), str(root / "resnet34"),
+    run("-m", "training", "evaluate", str(root / "radiomics-clinical"), str(root / "resnet34"),
         "--out", str(root / "evaluation"))
     return root, manifest
 
@@ -64,12 +66,26 @@ def test_evaluate_writes_the_papers_tables_and_figures(experiment):
                   "delong_external", "calibration_external", "decision_curve_external"):
         assert f"## {table}" in report and (evaluation / f"{table}.csv").is_file()
     external = list(csv.DictReader((evaluation / "table3_external.csv").open()))
-    assert [r["model"].split()[0] for r in external] == ["tabular", "resnet34"]
+    assert [r["model"].split()[0] for r in external] == ["radiomics-clinical", "resnet34"]
     assert all(r["cases"] == "6" and 0.0 <= float(r["auc"]) <= 1.0 for r in external)
     assert (evaluation / "figures_external.png").stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("family", ["tabular", "resnet34"])
+def test_evaluate_sets_the_generators_bayes_score_beside_the_models(experiment):
+    root, _ = experiment
+    generator = json.loads((root / "cohort" / "generator.json").read_text())
+    truth = {r["case_id"]: r for r in csv.DictReader((root / "cohort" / "truth.csv").open())}
+    bayes = list(csv.DictReader((root / "evaluation" / "bayes_external.csv").open()))
+    assert [r["bayes_score_of"] for r in bayes] == ["clinical", "clinical_phenotype", "all"]
+    external = sorted((r for r in truth.values() if r["site"] == "C"), key=lambda r: r["case_id"])
+    labels = np.array([int(r["egfr_mutant"]) for r in external])
+    for row in bayes:
+        scores = np.array([float(r[f"bayes_log_ratio_{row['bayes_score_of']}"]) for r in external])
+        assert float(row["auc_these_cases"]) == pytest.approx(auc(labels, scores), abs=1e-4)
+        assert float(row["auc_population"]) == generator[f"bayes_auc_{row['bayes_score_of']}"]
+
+
+@pytest.mark.parametrize("family", ["radiomics-clinical", "resnet34"])
 def test_the_exported_bundle_gives_the_node_the_probability_fit_reported(experiment, family):
     root, manifest = experiment
     bundle = root / f"bundle-{family}"

@@ -4,7 +4,9 @@ documented rule, masks on their CT's grid, and the Bayes AUC the generator docum
 
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +17,8 @@ from cdss_node.pipeline.load import load_volume
 from cdss_node.synthetic.phantom import make_chest_phantom
 from training.cohort import ManifestError, SiteRoles, check_roles, read_manifest
 from training.synth_cohort import (
-    CLINICAL, PREVALENCE, _cell_probabilities, bayes_auc_clinical, draw_case, write_cohort)
+    CLINICAL, GROUND_GLASS_HALO, PREVALENCE, _cell_probabilities, bayes_auc_clinical,
+    bayes_auc_clinical_phenotype, case_log_ratios, draw_case, write_cohort)
 from training.metrics import auc
 
 HEADER = "case_id,site,egfr,sex,age,height_m,weight_kg,smoking,family_history,stage,image,mask"
@@ -98,14 +101,49 @@ def test_the_documented_bayes_auc_is_what_the_drawn_cases_give():
     assert 0.6 < bayes_auc_clinical() < 0.8
 
 
+def test_the_planted_halo_changes_nothing_but_the_halo():
+    """Same patients, labels and tumors with and without it; drawn at the documented rates."""
+    plain = [draw_case("B", k, seed=5) for k in range(3000)]
+    haloed = [draw_case("B", k, seed=5, halo=True) for k in range(3000)]
+    assert all(p == replace(h, spec=replace(h.spec, halo_mm=0.0)) for p, h in zip(plain, haloed))
+    mutant = np.array([c.egfr_mutant for c in haloed])
+    present = np.array([c.spec.halo_mm > 0 for c in haloed])
+    for group, members in enumerate((mutant, ~mutant)):
+        assert abs(present[members].mean() - GROUND_GLASS_HALO["probability"][group]) < 0.04
+    score = np.array([case_log_ratios(c, halo=True)["all"] for c in haloed])
+    all_auc = bayes_auc_clinical_phenotype(n=50_000, halo=True)
+    assert abs(auc(mutant.astype(float), score) - all_auc) < 0.025
+    assert all_auc > bayes_auc_clinical_phenotype(n=50_000) + 0.05
+
+
+def test_the_halo_lies_outside_the_tumor_mask_so_radiomics_cannot_see_it():
+    case = draw_case("A", 0, seed=3)
+    spec = replace(case.spec, rows=160, columns=160, slices=48, tumor_diameter_mm=24.0)
+    plain, haloed = (make_chest_phantom(replace(spec, halo_mm=w)) for w in (0.0, 6.0))
+    assert np.array_equal(plain.tumor_mask, haloed.tumor_mask)
+    inside = plain.tumor_mask
+    assert np.array_equal(plain.hu[inside], haloed.hu[inside])     # radiomics' voxels
+    changed = plain.hu != haloed.hu
+    assert changed.sum() > inside.sum() / 2 and not (changed & inside).any()
+    rim = haloed.hu[changed].astype(float) - plain.hu[changed]
+    assert np.median(rim) > 200                                  # lung → ground glass
+
+
 def test_a_written_cohort_reads_back_with_masks_on_the_tumor(tmp_path):
-    path = write_cohort(tmp_path / "cohort", {"A": 2, "B": 0, "C": 1}, seed=3)
+    path = write_cohort(tmp_path / "cohort", {"A": 2, "B": 0, "C": 1}, seed=3, halo=True,
+                        workers=2)
     cases = read_manifest(path)
     assert [c.site for c in cases] == ["A", "A", "C"]
     facts = json.loads((tmp_path / "cohort" / "generator.json").read_text())
     assert facts["synthetic"] and facts["bayes_auc_clinical"] == round(bayes_auc_clinical(), 4)
+    assert facts["ground_glass_halo"] == json.loads(json.dumps(GROUND_GLASS_HALO)) and facts["bayes_auc_all"] > 0.8
+    with (tmp_path / "cohort" / "truth.csv").open() as stream:
+        truth = {row["case_id"]: row for row in csv.DictReader(stream)}
     for case in cases:
-        drawn = draw_case(case.site, int(case.case_id[-4:]), seed=3)
+        drawn = draw_case(case.site, int(case.case_id[-4:]), seed=3, halo=True)
+        assert float(truth[case.case_id]["halo_mm"]) == drawn.spec.halo_mm
+        assert float(truth[case.case_id]["bayes_log_ratio_all"]) == pytest.approx(
+            case_log_ratios(drawn, halo=True)["all"], abs=1e-5)
         volume = load_volume(series_files(case.image))
         assert volume.header.sex == case.header.sex == drawn.patient.sex
         mask = sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))) > 0
