@@ -101,7 +101,7 @@ def main() -> None:
     columns = {
         f"{args.architecture} x5": AnalysisSettings(
             bundle=str(untrained_bundle(args.architecture)), device=args.device),
-        "default (tabular) x5": AnalysisSettings(device=args.device),
+        "default (radiomics-clinical) x5": AnalysisSettings(device=args.device),
     }
     tables = {name: time_stages(s, paths, args.repeats) for name, s in columns.items()}
     report(tables, args, len(paths))

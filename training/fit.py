@@ -7,9 +7,11 @@ seen the held-out folds' ranges, not their labels). Folds are stratified by EGFR
 fold trains the paper's network (``cdss_node.model.network``) with AdamW, a cosine learning
 rate over the epochs, and, for the CNNs, MONAI 3D augmentation of the tumor crop (rotation,
 scaling and shift, Gaussian noise, Gaussian blur). Every epoch writes ``fold_<k>/last.pt``;
+``fold_<k>/history.json`` has each epoch's loss, seconds, cases per second (and peak GPU memory);
 a run that stops resumes at the next epoch with the same result, because every epoch's
 shuffling, augmentation and dropout are seeded from (seed, fold, epoch). ``fold_<k>/final.pt``
-holds the fold's trained weights (and replaces ``last.pt``, which carries the optimiser too). Mixed precision (bfloat16) on CUDA.
+holds the fold's trained weights (and replaces ``last.pt``, which carries the optimiser too).
+Mixed precision (bfloat16) on CUDA; several GPUs under ``torchrun`` (``training.distributed``).
 
 After the folds: each fold model predicts its held-out cases (out-of-fold) and every case of
 the internal and external sites; ``predictions.csv`` has them and, for the internal and
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,19 +34,20 @@ from tqdm import tqdm
 
 from cdss_node.model.manifest import RadiomicsScaling
 from cdss_node.model.network import (
-    DEFAULT_DROPOUT, DEFAULT_HIDDEN, TABULAR, build_network, uses_image)
+    DEFAULT_DROPOUT, DEFAULT_HIDDEN, RADIOMICS_CLINICAL, build_network, uses_image)
 from cdss_node.model.predict import scale_radiomics
 from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vector, encode
 from cdss_node.pipeline.records import RadiomicsFeatures
 from cdss_node.pipeline.unet_segment import choose_device
 from training.cohort import SiteRoles
+from training.distributed import Process, barrier, device_of, join, leave, shard, unwrap, wrap
 from training.metrics import fold_of_case, youden_threshold
 from training.prepare import PreparedCase
 
 
 @dataclass(frozen=True)
 class FitSettings:
-    architecture: str = TABULAR
+    architecture: str = RADIOMICS_CLINICAL
     folds: int = 5
     epochs: int = 30
     batch_size: int = 16
@@ -106,7 +110,17 @@ def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
 
 def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,
         progress: Callable[[str], None] = tqdm.write, manifest: Path | None = None) -> dict:
-    """Train the folds into ``out``; write ``predictions.csv`` and ``fit.json``."""
+    """Train the folds into ``out``; write ``predictions.csv`` and ``fit.json``. Under
+    ``torchrun``, every process trains and the first writes (the others return {})."""
+    process = join()
+    try:
+        return _fit(prepared, roles, out, settings, progress, manifest, process)
+    finally:
+        leave(process)
+
+
+def _fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,
+         progress: Callable[[str], None], manifest: Path | None, process: Process) -> dict:
     training = [c for c in prepared if c.site == roles.cross_validation]
     radiomics_scaling, clinical_scaling = training_scalings(training)
     image = uses_image(settings.architecture)
@@ -116,8 +130,11 @@ def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: Fit
     networks = []
     for k in range(settings.folds):
         train = sets["cross-validation"].subset(fold != k)
-        networks.append(train_fold(k + 1, train, settings, out / f"fold_{k + 1}"))
-        progress(f"fold {k + 1}/{settings.folds} trained")
+        networks.append(train_fold(k + 1, train, settings, out / f"fold_{k + 1}", process))
+        if process.main:
+            progress(f"fold {k + 1}/{settings.folds} trained")
+    if not process.main:
+        return {}
     rows = prediction_rows(networks, sets, fold, settings)
     summary = _summary(rows, settings, roles, radiomics_scaling, clinical_scaling)
     summary["manifest"] = None if manifest is None else str(Path(manifest).resolve())
@@ -136,29 +153,63 @@ def _by_role(prepared: list[PreparedCase], roles: SiteRoles) -> dict[str, list[P
     return found
 
 
-def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path
-               ) -> torch.nn.Module:
+def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
+               process: Process = Process()) -> torch.nn.Module:
     """One fold's network, trained (or resumed) and saved as ``folder/final.pt``."""
-    device = choose_device(settings.device)
+    device = choose_device(device_of(process, settings.device))
     torch.manual_seed(settings.seed * 1000 + k)        # the fold's initial weights
     network = new_network(settings, data).to(device)
+    barrier(process)                                   # final.pt is rank 0's to write
     if (folder / "final.pt").is_file():
-        network.load_state_dict(torch.load(folder / "final.pt", weights_only=True))
+        network.load_state_dict(torch.load(folder / "final.pt", weights_only=True,
+                                           map_location=device))
         return network.eval()
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
     first = _resume(folder / "last.pt", network, optimiser, schedule)
+    trained = wrap(network, process, device)
+    history = _history(folder / "history.json", first)
     for epoch in tqdm(range(first, settings.epochs), desc=f"fold {k}", unit="epoch",
-                      initial=first, total=settings.epochs):
-        _train_epoch(network, optimiser, data, settings, (k, epoch), device)
+                      initial=first, total=settings.epochs, disable=not process.main):
+        started = time.monotonic()
+        loss = _train_epoch(trained, optimiser, data, settings, (k, epoch), device, process)
         schedule.step()
-        _save(folder / "last.pt", {"epoch": epoch + 1, "model": network.state_dict(),
-                                   "optimiser": optimiser.state_dict(),
-                                   "schedule": schedule.state_dict()})
-    _save(folder / "final.pt", network.state_dict())
-    (folder / "last.pt").unlink(missing_ok=True)   # only resuming needs it (3x the weights)
-    return network.eval()
+        if process.main:
+            history.append(_epoch_record(epoch + 1, loss, time.monotonic() - started,
+                                         len(data.labels), device))
+            _write_json(folder / "history.json", history)
+            _save(folder / "last.pt", {"epoch": epoch + 1, "model": network.state_dict(),
+                                       "optimiser": optimiser.state_dict(),
+                                       "schedule": schedule.state_dict()})
+    if process.main:
+        _save(folder / "final.pt", network.state_dict())
+        (folder / "last.pt").unlink(missing_ok=True)   # only resuming needs it (3x the weights)
+    barrier(process)
+    return unwrap(network).eval()
+
+
+def _history(path: Path, first_epoch: int) -> list[dict]:
+    """The epochs already recorded before ``first_epoch`` (a resumed run goes on from them)."""
+    if not path.is_file():
+        return []
+    return [r for r in json.loads(path.read_text()) if r["epoch"] <= first_epoch]
+
+
+def _epoch_record(epoch: int, loss: float, seconds: float, cases: int, device: torch.device
+                  ) -> dict:
+    record = {"epoch": epoch, "loss": round(loss, 6), "seconds": round(seconds, 3),
+              "cases_per_second": round(cases / seconds, 2) if seconds > 0 else None}
+    if device.type == "cuda":
+        record["cuda_max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return record
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(value, indent=1))
+    partial.replace(path)
 
 
 def new_network(settings: FitSettings, data: ScaledInputs) -> torch.nn.Module:
@@ -174,7 +225,7 @@ def new_network(settings: FitSettings, data: ScaledInputs) -> torch.nn.Module:
 def _resume(path: Path, network, optimiser, schedule) -> int:
     if not path.is_file():
         return 0
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, weights_only=True, map_location=next(network.parameters()).device)
     network.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
     schedule.load_state_dict(state["schedule"])
@@ -182,14 +233,15 @@ def _resume(path: Path, network, optimiser, schedule) -> int:
 
 
 def _train_epoch(network, optimiser, data: ScaledInputs, settings: FitSettings,
-                 fold_epoch: tuple[int, int], device: torch.device) -> float:
-    """One pass over the cases in batches; shuffling, augmentation and dropout seeded by the
-    epoch."""
+                 fold_epoch: tuple[int, int], device: torch.device,
+                 process: Process = Process()) -> float:
+    """One pass over the cases in batches (this process's share of them); shuffling,
+    augmentation and dropout seeded by the epoch."""
     rng = np.random.default_rng([settings.seed, *fold_epoch])
-    torch.manual_seed(int(rng.integers(0, 2**31)))     # dropout
+    torch.manual_seed(int(rng.integers(0, 2**31)) + process.rank)     # dropout
     order = rng.permutation(len(data.labels))
     batches = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-    batches = [b for b in batches if len(b) > 1]    # batch normalization needs two cases
+    batches = shard([b for b in batches if len(b) > 1], process)  # batch norm needs two cases
     augment = _augmentation(rng) if settings.augment and data.crops is not None else None
     network.train()
     losses = []

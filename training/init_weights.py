@@ -25,7 +25,8 @@ def load_cnn_weights(network: torch.nn.Module, path: Path) -> int:
     """Copy what fits from ``path`` into ``network.cnn``; returns how many tensors were taken."""
     cnn = getattr(network, "cnn", None)
     if cnn is None:
-        raise ValueError("--init-weights: the tabular network has no CNN to initialise")
+        raise ValueError("--init-weights: the radiomics-clinical and clinical networks have "
+                         "no CNN to initialise")
     source = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(source, dict):
         raise ValueError(f"{path}: expected a state dict, found {type(source).__name__}")

@@ -4,8 +4,9 @@ In the paper's words: the tumor image goes through a 3D CNN (EfficientNet-b7, Re
 DenseNet264, from MONAI) that extracts 512 image features; the radiomics and clinical features
 go through a fully connected layer of 512 with batch normalization and dropout; the two are
 concatenated (1024) and a fully connected layer with tanh and a last fully connected layer
-give the EGFR logit. The "tabular" variant is the paper's radiomics + clinical model: the same
-tabular branch, then the tanh head, with no image.
+give the EGFR logit. The "radiomics-clinical" variant is the paper's radiomics + clinical model:
+the same tabular branch, then the tanh head, with no image. "clinical" is the same with the
+clinical facts alone (the baseline every imaging model has to beat).
 
 Every network takes ``(image, radiomics, clinical)`` and returns one logit per case, shape (B,).
 """
@@ -21,7 +22,9 @@ IMAGE_FEATURES = 512       # the CNN's image features
 TABULAR_FEATURES = 512     # the radiomics + clinical branch's width
 DEFAULT_HIDDEN = 256       # the tanh layer of the classifier head
 DEFAULT_DROPOUT = 0.3
-TABULAR = "tabular"
+RADIOMICS_CLINICAL = "radiomics-clinical"
+CLINICAL = "clinical"
+TABULAR_ARCHITECTURES = (RADIOMICS_CLINICAL, CLINICAL)
 
 
 def _efficientnet_b7() -> nn.Module:
@@ -50,7 +53,7 @@ CNN_BACKBONES: dict[str, Callable[[], nn.Module]] = {
     "resnet34": _resnet34,
     "densenet264": _densenet264,
 }
-ARCHITECTURES = (*CNN_BACKBONES, TABULAR)
+ARCHITECTURES = (*CNN_BACKBONES, *TABULAR_ARCHITECTURES)
 
 
 class TabularBranch(nn.Sequential):
@@ -85,22 +88,25 @@ class MultimodalNetwork(nn.Module):
 
 
 class TabularNetwork(nn.Module):
-    """The paper's radiomics + clinical model: tabular branch → head → logit; no image."""
+    """The paper's radiomics + clinical model: tabular branch → head → logit; no image. With
+    ``use_radiomics`` false, the clinical-only model (the radiomics input is ignored)."""
 
-    def __init__(self, n_tabular: int, hidden: int, dropout: float):
+    def __init__(self, n_tabular: int, hidden: int, dropout: float, use_radiomics: bool = True):
         super().__init__()
+        self.use_radiomics = use_radiomics
         self.tabular = TabularBranch(n_tabular, dropout)
         self.head = ClassifierHead(TABULAR_FEATURES, hidden)
 
     def forward(self, image: torch.Tensor | None, radiomics: torch.Tensor,
                 clinical: torch.Tensor) -> torch.Tensor:
-        return self.head(self.tabular(torch.cat([radiomics, clinical], dim=1))).squeeze(1)
+        inputs = torch.cat([radiomics, clinical], dim=1) if self.use_radiomics else clinical
+        return self.head(self.tabular(inputs)).squeeze(1)
 
 
 def uses_image(architecture: str) -> bool:
     """Whether the architecture has a CNN branch and so needs the tumor image."""
     _check_architecture(architecture)
-    return architecture != TABULAR
+    return architecture not in TABULAR_ARCHITECTURES
 
 
 def build_network(architecture: str, n_radiomics: int, n_clinical: int,
@@ -114,8 +120,10 @@ def build_network(architecture: str, n_radiomics: int, n_clinical: int,
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout: expected a number in [0, 1), found {dropout!r}")
     n_tabular = n_radiomics + n_clinical
-    if architecture == TABULAR:
+    if architecture == RADIOMICS_CLINICAL:
         return TabularNetwork(n_tabular, hidden, dropout)
+    if architecture == CLINICAL:
+        return TabularNetwork(n_clinical, hidden, dropout, use_radiomics=False)
     return MultimodalNetwork(CNN_BACKBONES[architecture](), n_tabular, hidden, dropout)
 
 

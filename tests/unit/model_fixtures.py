@@ -27,7 +27,7 @@ CLINICAL_SCALING = ClinicalScaling(
               "weight_kg": 100.0})
 
 
-def description(architecture: str = "tabular", threshold: float = 0.5,
+def description(architecture: str = "radiomics-clinical", threshold: float = 0.5,
                 **changes) -> ModelDescription:
     values = dict(
         model_id="egfr-test-1", name="EGFR multimodal (test)", version="0.0.1",

@@ -134,7 +134,7 @@ def test_radiomics_ranges_and_clinical_scaling_are_checked(bundle_dir: Path):
 def test_weights_that_do_not_fit_the_named_network_are_refused(bundle_dir: Path):
     _edit_manifest(bundle_dir, lambda data: data.update(hidden_features=32))
     with pytest.raises(BundleError, match=r"fold_1\.safetensors: expected the weights of a "
-                                          r"tabular network"):
+                                          r"radiomics-clinical network"):
         load_bundle(bundle_dir, device="cpu")
 
 
@@ -150,9 +150,9 @@ def test_save_refuses_an_existing_folder_and_foreign_weights(tmp_path: Path, bun
     with pytest.raises(FileExistsError):
         _save(bundle_dir)
     desc = description()
-    with pytest.raises(BundleError, match=r"networks\[1\]: expected a tabular network"):
+    with pytest.raises(BundleError, match=r"networks\[1\]: expected a radiomics-clinical network"):
         save_bundle(tmp_path / "other", desc, [describe_network(desc),
-                                               build_network("tabular", 107, 10, hidden=8)])
+                                               build_network("radiomics-clinical", 107, 10, hidden=8)])
     assert not (tmp_path / "other").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no partial folder left
 

@@ -52,9 +52,9 @@ def test_densenet264_gives_512_image_features_and_one_logit():
 
 
 def test_tabular_branch_is_linear_batchnorm_dropout_and_needs_no_image():
-    seen, logits = _run("tabular")
+    seen, logits = _run("radiomics-clinical")
     network = seen["network"]
-    assert isinstance(network, TabularNetwork) and not uses_image("tabular")
+    assert isinstance(network, TabularNetwork) and not uses_image("radiomics-clinical")
     linear, norm, dropout = network.tabular
     assert (linear.in_features, linear.out_features) == (117, 512)
     assert isinstance(norm, torch.nn.BatchNorm1d) and isinstance(dropout, torch.nn.Dropout)
@@ -63,8 +63,18 @@ def test_tabular_branch_is_linear_batchnorm_dropout_and_needs_no_image():
     assert logits.shape == (2,)
 
 
+def test_the_clinical_model_reads_the_clinical_facts_only():
+    network = build_network("clinical", 107, 10).eval()
+    assert network.tabular[0].in_features == 10 and not uses_image("clinical")
+    clinical = torch.rand(3, 10)
+    with torch.inference_mode():
+        first = network(None, torch.rand(3, 107), clinical)
+        assert torch.equal(first, network(None, torch.rand(3, 107), clinical))
+        assert not torch.equal(first, network(None, torch.rand(3, 107), torch.rand(3, 10)))
+
+
 def test_dropout_is_off_in_eval_mode():
-    network = build_network("tabular", 5, 10, dropout=0.9).eval()
+    network = build_network("radiomics-clinical", 5, 10, dropout=0.9).eval()
     r, c = torch.rand(4, 5), torch.rand(4, 10)
     with torch.inference_mode():
         assert torch.equal(network(None, r, c), network(None, r, c))
@@ -74,7 +84,8 @@ def test_unknown_architecture_and_bad_sizes_are_refused():
     with pytest.raises(ValueError, match=r"architecture: expected one of .*'vgg16'"):
         build_network("vgg16", 107, 10)
     with pytest.raises(ValueError, match="n_radiomics"):
-        build_network("tabular", 0, 10)
+        build_network("radiomics-clinical", 0, 10)
     with pytest.raises(ValueError, match="dropout"):
-        build_network("tabular", 107, 10, dropout=1.0)
-    assert set(ARCHITECTURES) == {"efficientnet-b7", "resnet34", "densenet264", "tabular"}
+        build_network("radiomics-clinical", 107, 10, dropout=1.0)
+    assert set(ARCHITECTURES) == {"efficientnet-b7", "resnet34", "densenet264",
+                                  "radiomics-clinical", "clinical"}

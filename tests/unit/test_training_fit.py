@@ -4,6 +4,7 @@ result, predictions for every role, and CNN weights from a 3D or an inflated 2D 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -66,10 +67,10 @@ def test_a_resumed_fold_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     whole = train_fold(1, data, SETTINGS, tmp_path / "whole")
     real_epoch = fit_module._train_epoch
 
-    def stop_at_third_epoch(network, optimiser, data, settings, fold_epoch, device):
+    def stop_at_third_epoch(network, optimiser, data, settings, fold_epoch, *rest):
         if fold_epoch[1] == 2:
             raise KeyboardInterrupt
-        return real_epoch(network, optimiser, data, settings, fold_epoch, device)
+        return real_epoch(network, optimiser, data, settings, fold_epoch, *rest)
 
     monkeypatch.setattr(fit_module, "_train_epoch", stop_at_third_epoch)
     with pytest.raises(KeyboardInterrupt):
@@ -79,6 +80,9 @@ def test_a_resumed_fold_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     resumed = train_fold(1, data, SETTINGS, tmp_path / "stopped")
     for (key, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
+    history = json.loads((tmp_path / "stopped" / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]      # the resumed run goes on
+    assert all(r["seconds"] > 0 and r["loss"] > 0 for r in history)
 
 
 def test_a_3d_state_dict_is_copied_and_a_2d_one_is_inflated(tmp_path):
@@ -98,3 +102,42 @@ def test_a_3d_state_dict_is_copied_and_a_2d_one_is_inflated(tmp_path):
     with pytest.raises(ValueError, match="no tensor fits"):
         torch.save({"x": torch.zeros(2)}, tmp_path / "bad.pt")
         load_cnn_weights(other, tmp_path / "bad.pt")
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, out) -> None:
+    """One of ``world_size`` processes, as torchrun would start it (gloo on CPU)."""
+    import os
+
+    from training.distributed import join
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    prepared = cases(30, "A", 1) + cases(30, "C", 3)
+    radiomics, clinical = training_scalings(prepared[:30])
+    data = scaled_inputs(prepared[:30], radiomics, clinical, with_crops=False)
+    network = train_fold(1, data, SETTINGS, out / "alone", join())
+    torch.save(network.state_dict(), out / f"weights_of_rank_{rank}.pt")
+    summary = fit(prepared, SiteRoles("A", external="C"), out / "fit",
+                  replace(SETTINGS, epochs=40, batch_size=4), progress=str)
+    (out / f"summary_of_rank_{rank}.txt").write_text(str(bool(summary)))
+
+
+def test_two_processes_train_one_model_with_ddp_and_the_first_writes(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(_distributed_worker, args=(2, port, tmp_path), nprocs=2)
+    first, second = (torch.load(tmp_path / f"weights_of_rank_{r}.pt") for r in (0, 1))
+    parameters = [k for k in first if not k.endswith(("running_mean", "running_var", "tracked"))]
+    assert all(torch.equal(first[k], second[k]) for k in parameters)   # gradients shared
+    assert [(tmp_path / f"summary_of_rank_{r}.txt").read_text() for r in (0, 1)] == [
+        "True", "False"]                                                  # rank 0 writes
+    rows = list(csv.DictReader((tmp_path / "fit" / "predictions.csv").open()))
+    external = [r for r in rows if r["role"] == "external"]
+    labels = np.array([int(r["egfr_mutant"]) for r in external])
+    assert auc(labels, np.array([float(r["ensemble"]) for r in external])) > 0.85
+    assert sorted(p.name for p in (tmp_path / "fit" / "fold_1").iterdir()) == [
+        "final.pt", "history.json"]
