@@ -41,6 +41,15 @@ class Analyzer:
                  device=str(self.bundle.device), segmenter=self.segmenter.name,
                  synthetic_model=self.bundle.description.training_data.synthetic)
 
+    def identity(self) -> dict:
+        """What /healthz and the status page say of the loaded model (plain, picklable)."""
+        description = self.bundle.description
+        return {"model_id": description.model_id, "name": description.name,
+                "version": description.version, "sha256": self.bundle.sha256,
+                "synthetic": description.training_data.synthetic,
+                "device": str(self.bundle.device), "segmenter": self.segmenter.name,
+                "bundle": str(self.bundle.folder)}
+
     def analyze(self, paths: Sequence[Path], out_dir: Path,
                 supplied: SuppliedFacts = SuppliedFacts(), version: Version = Version()
                 ) -> Outcome:

@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cdss_node.cli_model import add_model_commands
 from cdss_node.config import Config, ConfigError, load_config
 from cdss_node.config_default import render_default_config
 from cdss_node.logs import configure_logging, get_logger
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="clinical stage (not in a CT header; imputed when not given)")
     analyze.add_argument("--family-history", choices=("yes", "no"),
                          help="family history of lung cancer (imputed when not given)")
+    add_model_commands(sub)
     demo = _command(sub, "demo", cmd_demo, "start the node, send the sample series, show it")
     demo.add_argument("--series", type=Path, default=Path("sample_dicom/series"),
                       help="folder of DICOM files to send (default: sample_dicom/series)")
@@ -92,12 +94,16 @@ def cmd_config_default(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from cdss_node.monitor.server import HttpPortError
     from cdss_node.node import Node
 
     config = _config(args)
     node = Node(config)
     try:
         node.start()
+    except HttpPortError as exc:
+        print(f"cdss-node: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
     except OSError as exc:
         print(f"cdss-node: cannot listen on {config.node.host}:{config.node.port}: {exc}",
               file=sys.stderr)
@@ -183,6 +189,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                       config.logging.format)
     overrides = {key: getattr(args, key) for key in ("bundle", "segmenter", "unet_weights",
                                                      "device") if getattr(args, key)}
+    overrides["data_dir"] = config.node.data_dir      # its active installed model
     try:
         supplied = SuppliedFacts(family_history=None if args.family_history is None
                                  else args.family_history == "yes", stage=args.stage)

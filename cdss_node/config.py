@@ -71,6 +71,9 @@ class StoreSection:
     retention_days: int = _key(
         30, "Days the spool keeps instances of series whose analysis has finished.", min=1
     )
+    results_retention_days: int = _key(
+        30, "Days the result files of an analysis (SEG, SR, result.json, mask) are kept once "
+        "every destination took them; the PACS holds SEG and SR.", min=1)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,20 @@ class OutboxSection:
 
 
 @dataclass(frozen=True)
+class HttpSection:
+    enabled: bool = _key(
+        True, "Serve /healthz, /metrics (Prometheus) and the status page on a port of its own.")
+    host: str = _key(
+        "127.0.0.1", "Address of the HTTP port. 127.0.0.1 keeps it on this machine; 0.0.0.0 "
+        "opens it to the network (plain HTTP: put it behind the hospital's proxy).")
+    port: int = _key(8080, "HTTP port (not the DICOM port); 0 takes a free port and logs it.",
+                     min=0, max=65535)
+    show_patient_identity: bool = _key(
+        False, "true: the status page shows each series' patient name and ID (read from its "
+        "first instance). false: UIDs only.")
+
+
+@dataclass(frozen=True)
 class Destination:
     name: str
     ae_title: str
@@ -157,6 +174,7 @@ class Config:
     logging: LoggingSection = field(default_factory=LoggingSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
+    http: HttpSection = field(default_factory=HttpSection)
     destinations: tuple[Destination, ...] = ()
 
     @property
@@ -176,6 +194,7 @@ SECTIONS: dict[str, type] = {
     "logging": LoggingSection,
     "analysis": AnalysisSection,
     "outbox": OutboxSection,
+    "http": HttpSection,
 }
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -373,6 +392,9 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"security.allowed_calling_aets: {p}")
     problems.extend(_tls_problems(config.security))
     problems.extend(_analysis_problems(config.analysis))
+    if config.http.enabled and config.http.port == config.node.port:
+        problems.append(f"http.port: expected a port other than the DICOM port, found "
+                        f"{config.http.port} for both")
     return problems
 
 

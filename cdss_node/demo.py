@@ -47,6 +47,9 @@ def _send_and_show(node: Node, config: Config, files: list[Path], series_dir: Pa
     host = "127.0.0.1" if config.node.host in ("0.0.0.0", "::") else config.node.host
     say(f"1. node {config.node.ae_title} listening on {host}:{config.node.port}, "
         f"data in {config.data_path.resolve()}")
+    if node.http:
+        say(f"   status page http://{config.http.host}:{node.http.port}/ (and /healthz, "
+            f"/metrics) while it runs")
     say(f"2. sending {len(files)} files from {series_dir} with C-STORE ...")
     started = time.monotonic()
     try:

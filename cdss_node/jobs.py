@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cdss_node.config import AnalysisSection
+from cdss_node.model.installed import active_bundle
 
 if TYPE_CHECKING:
     from cdss_node.pipeline.analyze import Analysis
@@ -27,16 +28,21 @@ class AnalysisSettings:
     unet_weights: str = ""
     unet_window: str = "48x64x64"
     device: str = "auto"
+    data_dir: str = ""         # where installed models are (cdss_node.model.installed)
 
     @classmethod
-    def from_config(cls, section: AnalysisSection) -> "AnalysisSettings":
+    def from_config(cls, section: AnalysisSection, data_dir: str = "") -> "AnalysisSettings":
         return cls(bundle=section.bundle, segmenter=section.segmenter,
                    unet_weights=section.unet_weights, unet_window=section.unet_window,
-                   device=section.device)
+                   device=section.device, data_dir=data_dir)
 
     @property
     def bundle_path(self) -> Path:
-        return Path(self.bundle) if self.bundle else DEFAULT_BUNDLE
+        """[analysis] bundle; else the active installed model; else the built-in default."""
+        if self.bundle:
+            return Path(self.bundle)
+        active = active_bundle(self.data_dir) if self.data_dir else None
+        return active or DEFAULT_BUNDLE
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,16 @@ from cdss_node.config import Config
 from cdss_node.dicom.receiver import Receiver
 from cdss_node.dicom.sender import DestinationProbe, deliver_due
 from cdss_node.logs import get_logger
+from cdss_node.monitor.metrics import IndexCollector
+from cdss_node.monitor.server import HttpServer
+from cdss_node.monitor.telemetry import Telemetry
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
 from cdss_node.store import outbox
-from cdss_node.store.retention import purge_finished_series
+from cdss_node.store.retention import purge_finished_series, purge_results
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
-from cdss_node.worker import Worker
+from cdss_node.worker import RESULTS_DIR, Worker
 
 log = get_logger(__name__)
 
@@ -37,7 +40,10 @@ class Node:
         self.spool = Spool(data / SPOOL_DIR, fsync=config.store.fsync)
         rule = CompletionRule(config.series.grace_s, config.series.quiet_s)
         self.tracker = SeriesTracker(self.index, rule)
-        self.receiver = Receiver(config, self.index, self.spool, self._after_association)
+        self.telemetry = Telemetry()
+        self.telemetry.registry.register(IndexCollector(self))
+        self.receiver = Receiver(config, self.index, self.spool, self._after_association,
+                                 self.telemetry)
         self.worker = (Worker(config, self.index, self.spool.root, self._results_waiting)
                        if config.analysis.workers else None)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
@@ -46,6 +52,7 @@ class Node:
         self.retry_policy = outbox.RetryPolicy(
             config.outbox.retry_initial_s, config.outbox.retry_max_s,
             config.outbox.give_up_after_h * 3600)
+        self.http = HttpServer(self) if config.http.enabled else None
 
     def start(self) -> None:
         report = self.index.recover()
@@ -53,6 +60,8 @@ class Node:
         log.info("node_recovered", associations_closed=report.associations_closed,
                  jobs_requeued=report.jobs_requeued, series_requeued=report.series_requeued,
                  partial_files_removed=partial, results_due_now=outbox.make_due(self.index))
+        if self.http:
+            self.http.start()       # first: a port in use stops the start before anything runs
         self._schedule_periodic()
         self.scheduler.start()
         self.receiver.start()
@@ -60,6 +69,8 @@ class Node:
             self.worker.start()
 
     def stop(self) -> None:
+        if self.http:
+            self.http.stop()
         self.receiver.stop()
         self.scheduler.shutdown(wait=True)
         if self.worker:
@@ -84,6 +95,7 @@ class Node:
         self.scheduler.add_job(self._check_completion, "date", run_date=when)
 
     def _check_completion(self) -> None:
+        self.telemetry.beat("completion")
         if self.tracker.check() and self.worker:
             self.worker.wake()
 
@@ -106,6 +118,8 @@ class Node:
 
     def _retention(self) -> None:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)
+        purge_results(self.index, self.config.data_path.resolve() / RESULTS_DIR,
+                      self.config.store.results_retention_days)
 
     def wait_until_analysed(self, series_uid: str, timeout_s: float) -> str | None:
         """The series' final state once its analysis has finished, or None on timeout."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
@@ -47,7 +48,7 @@ def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt
     except Exception as error:  # a bundle or weights file that cannot be loaded
         conn.send(("error", f"{type(error).__name__}: {error}"))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", analyzer.identity()))
     while True:
         try:
             request: AnalysisRequest = conn.recv()
@@ -77,19 +78,22 @@ class AnalysisProcess:
         self._args = (settings, level, fmt)
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
+        self.model: dict | None = None       # the loaded model's identity, once ready
+        self.bundle = settings.bundle_path   # the bundle it loads (resolved at each start)
 
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.is_alive()
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        self.bundle = self._args[0].bundle_path
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=serve_analyses, args=(child, *self._args),
                                         name="cdss-analysis", daemon=True)
         self._process.start()
         child.close()
-        self._receive(timeout_s, "starting")
+        self.model = self._receive(timeout_s, "starting")  # type: ignore[assignment]
 
     def run(self, request: AnalysisRequest, timeout_s: float) -> Outcome:
         assert self._conn is not None, "start() first"
@@ -113,6 +117,7 @@ class AnalysisProcess:
         return payload
 
     def stop(self) -> int | None:
+        self.model = None
         if self._conn is not None:
             self._conn.close()
         process, self._process, self._conn = self._process, None, None
@@ -133,8 +138,10 @@ class Worker:
         self.config, self.index, self.spool_root = config, index, spool_root
         self.on_results = on_results  # told when results wait in the outbox
         self.results_root = config.data_path.resolve() / RESULTS_DIR
-        self.process = AnalysisProcess(AnalysisSettings.from_config(config.analysis),
-                                       config.logging.level, _child_format(config))
+        self.settings = AnalysisSettings.from_config(config.analysis, config.node.data_dir)
+        self.process = AnalysisProcess(self.settings, config.logging.level,
+                                       _child_format(config))
+        self.last_error: tuple[float, str] | None = None   # (time, message), for /healthz
         self._stop, self._wake = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cdss-worker", daemon=True)
 
@@ -163,16 +170,20 @@ class Worker:
             self.run_job(*job)
 
     def _ensure_process(self) -> bool:
+        if self.process.alive and self.process.bundle != self.settings.bundle_path:
+            log.info("model_changed", bundle=str(self.settings.bundle_path))
+            self.process.stop()                   # `cdss-node model use`: load the new one
         if self.process.alive:
             return True
         try:
             self.process.start()
         except AnalysisFailed as error:
+            self.last_error = (time.time(), str(error))
             log.error("analysis_unavailable", error=str(error),
                       consequence="completed series stay queued until this is fixed",
                       retry_in_s=RESTART_EVERY_S)
             return False
-        log.info("analysis_process_ready")
+        log.info("analysis_process_ready", **(self.process.model or {}))
         return True
 
     def run_job(self, job_id: int, series_uid: str, generation: int) -> None:
@@ -185,6 +196,7 @@ class Worker:
             try:
                 outcome = self.process.run(request, self.config.analysis.job_timeout_s)
             except AnalysisFailed as error:
+                self.last_error = (time.time(), str(error))
                 state = self.index.retry_or_fail(job_id, str(error),
                                                  self.config.analysis.max_attempts)
                 log.error("analysis_failed", error=str(error), now=state and state.value)

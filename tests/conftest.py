@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cdss_node.config import AnalysisSection, Config, NodeSection, SeriesSection, StoreSection
+from cdss_node.config import (
+    AnalysisSection, Config, HttpSection, NodeSection, SeriesSection, StoreSection)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,6 +42,7 @@ def node_config(data_dir: Path, workers: int = 0, **series) -> Config:
         store=StoreSection(reserve_mb=0),
         series=replace(SeriesSection(grace_s=0.3, quiet_s=30.0, check_interval_s=0.1), **series),
         analysis=AnalysisSection(workers=workers),
+        http=HttpSection(port=0),
     )
 
 

@@ -24,6 +24,7 @@ from cdss_node.dicom.checks import InstanceHeader, StoreProblem
 from cdss_node.dicom.file_meta import file_meta, file_meta_length
 from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
+from cdss_node.monitor.telemetry import Telemetry
 from cdss_node.store.index import Index, InstanceRecord
 from cdss_node.store.spool import Spool
 
@@ -49,8 +50,10 @@ class Receiver:
     """Owns the AE and the listening server; ``on_association_end`` is told of each release."""
 
     def __init__(self, config: Config, index: Index, spool: Spool,
-                 on_association_end: Callable[[], None] = lambda: None):
+                 on_association_end: Callable[[], None] = lambda: None,
+                 telemetry: Telemetry | None = None):
         self.config = config
+        self.telemetry = telemetry or Telemetry()
         self.index = index
         self.spool = spool
         self.on_association_end = on_association_end
@@ -130,6 +133,7 @@ class Receiver:
         if not self.calling_ae_allowed(calling, host):
             log.warning("association_rejected", calling_aet=calling, peer=host,
                         reason="calling AE title not allowed")
+            self.telemetry.rejected_association("calling AE title not allowed", calling)
             event.assoc.acse.send_reject(*_REJECT_CALLING_AE)
             event.assoc.kill()
 
@@ -167,6 +171,7 @@ class Receiver:
                 outcome = StoreProblem(checks.PROCESSING_FAILURE, type(exc).__name__)
         if isinstance(outcome, StoreProblem):
             tally.refused[hex(outcome.status)] = tally.refused.get(hex(outcome.status), 0) + 1
+            self.telemetry.refused_store(outcome.status, outcome.comment, tally.calling_aet)
             return _status(outcome)
         return checks.SUCCESS
 
@@ -217,6 +222,7 @@ class Receiver:
             link_association=header.series_uid not in tally.series)
         tally.series.add(header.series_uid)
         tally.stored += 1
+        self.telemetry.instances_received.inc()
         if self._log_instances:
             log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
         return None

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
     sent_at REAL, last_error TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS health (
+    id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS series_events (
     id INTEGER PRIMARY KEY, series_uid TEXT NOT NULL, at REAL NOT NULL,
     from_state TEXT, to_state TEXT NOT NULL, reason TEXT);
@@ -126,6 +128,11 @@ class Index:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def write_heartbeat(self, now: float) -> None:
+        """One small write transaction: /healthz's proof that the index takes writes."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO health (id, checked_at) VALUES (1, ?)", (now,))
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:

@@ -18,6 +18,7 @@ def write_config(path: Path, data_dir: Path, port: int, grace_s: float = 0.3,
              "[store]", "reserve_mb = 0", f"fsync = {'true' if fsync else 'false'}",
              "[series]", f"grace_s = {grace_s}", f"check_interval_s = {check_interval_s}",
              "[logging]", f'level = "{extra.get("level", "info")}"', 'format = "json"',
+             "[http]", f"port = {extra.get('http_port', 0)}",
              "[analysis]", f"workers = {extra.get('workers', '0')}"]
     path.write_text("\n".join(lines) + "\n")
     return path

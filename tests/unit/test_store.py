@@ -4,7 +4,7 @@ import pytest
 
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index, InstanceRecord
-from cdss_node.store.retention import purge_finished_series
+from cdss_node.store.retention import purge_finished_series, purge_results
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import SeriesState, TransitionError, check_transition
 from cdss_node.store.status import series_status
@@ -166,6 +166,27 @@ def test_retention_keeps_a_copy_written_after_it_decided(tmp_path, index):
     os.utime(path, (future, future))  # as if the PACS sent it again during the purge
     assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
     assert path.read_bytes() == b"old"
+
+
+def test_result_folders_leave_the_disk_when_old_and_delivered(tmp_path, index):
+    from cdss_node.store import outbox
+
+    record(index)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, series_uid, generation = index.claim_job()
+    folder = tmp_path / "results" / series_uid / f"g{generation}"
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text("{}")
+    index.finish_job(job_id, SeriesState.DONE, result_file=str(folder / "result.json"),
+                     deliveries=(("pacs", str(folder / "sr.dcm")),))
+    later = time.time() + 31 * 86400
+    assert purge_results(index, tmp_path / "results", 30) == 0             # too recent
+    assert purge_results(index, tmp_path / "results", 30, now=later) == 0  # not yet sent
+    delivery = outbox.due(index)[0]
+    outbox.mark_sent(index, delivery.id)
+    assert purge_results(index, tmp_path / "results", 30, now=later) == 1
+    assert not (tmp_path / "results" / series_uid).exists()
+    assert series_status(index)[0].result_file is None and series_status(index)[0].state == "done"
 
 
 def test_a_crashed_job_is_retried_then_failed_with_its_reason(index):

@@ -1,0 +1,155 @@
+"""The HTTP side port as IT uses it: after a series is sent (dcmtk storescu) and analysed and the
+results taken by a PACS (dcmtk storescp), /healthz is healthy and names the loaded model,
+/metrics counts what happened, a rejected calling AE is counted and listed, and the status page
+shows the series in headless Chromium (screenshot). A node whose model cannot load answers 503."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from cdss_node.jobs import DEFAULT_BUNDLE
+from cdss_node.model.bundle import bundle_sha256, read_manifest
+from tests.conftest import REPO, free_port, require_tool
+from tests.integration.dcmtk import store_responses, storescu
+from tests.integration.nodeproc import (
+    NodeProcess, add_destination, wait_for_port, wait_until, write_config)
+
+pytestmark = pytest.mark.integration
+SAMPLE = REPO / "sample_dicom" / "series"
+SCREENSHOT = "status-page.png"
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def samples(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a /metrics answer by (name, sorted labels)."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory):
+    """A node with a PACS; one series sent and analysed, one association rejected."""
+    tmp = tmp_path_factory.mktemp("monitored")
+    port, http, pacs_port = free_port(), free_port(), free_port()
+    config = write_config(tmp / "node.toml", tmp / "var", port, workers=1, http_port=http)
+    add_destination(config, pacs_port, "PACS", outbox="check_interval_s = 0.5")
+    text = config.read_text().replace("[node]", '[security]\nallowed_calling_aets = '
+                                      '["STORESCU"]\n[node]')
+    config.write_text(text)
+    (tmp / "pacs").mkdir()
+    pacs = subprocess.Popen([require_tool("storescp"), "-aet", "PACS", "-od", str(tmp / "pacs"),
+                             str(pacs_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = NodeProcess(config, port, tmp / "node.log").start()
+    try:
+        wait_for_port(pacs_port)
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        rogue = storescu(port, SAMPLE / sorted(p.name for p in SAMPLE.iterdir())[0],
+                         aet="INTRUDER")
+        assert rogue.returncode != 0
+        wait_until(lambda: node.status()["outbox"].get("sent") == 2, what="SEG and SR sent")
+        yield {"http": http, "tmp": tmp, "status": node.status()}
+    finally:
+        node.stop()
+        pacs.terminate()
+        pacs.wait(10)
+
+
+def test_healthz_is_ok_and_names_the_model_the_analysis_process_loaded(monitored):
+    status, body = get(monitored["http"], "/healthz")
+    report = json.loads(body)
+    assert status == 200 and report["status"] == "ok", report
+    assert {c["name"] for c in report["checks"] if c["ok"]} == {
+        "index_writable", "disk_headroom", "model_loaded", "scheduler_alive"}
+    assert report["model"]["sha256"] == bundle_sha256(read_manifest(DEFAULT_BUNDLE))
+    assert report["model"]["synthetic"] is True
+
+
+def test_metrics_count_the_series_its_analysis_its_delivery_and_the_rejection(monitored):
+    status, body = get(monitored["http"], "/metrics")
+    found = samples(body)
+    assert status == 200
+    assert found[("cdss_instances_received_total", ())] == 80
+    assert found[("cdss_series", (("state", "done"),))] == 1
+    assert found[("cdss_queue_depth", ())] == 0
+    assert found[("cdss_outbox", (("state", "sent"),))] == 2
+    assert found[("cdss_outbox", (("state", "dead"),))] == 0
+    assert found[("cdss_analysis_seconds_count", ())] == 1
+    assert found[("cdss_roundtrip_seconds_count", ())] == 1
+    assert 0 < found[("cdss_roundtrip_seconds_sum", ())] < 600
+    rejected = (("reason", "calling AE title not allowed"),)
+    assert found[("cdss_association_rejections_total", rejected)] == 1
+    model = [k for k in found if k[0] == "cdss_model_loaded"]
+    assert len(model) == 1 and dict(model[0][1])["synthetic"] == "true"
+
+
+def test_the_status_page_shows_the_series_and_chromium_renders_it(monitored):
+    status, page = get(monitored["http"], "/")
+    series = monitored["status"]["series"][0]
+    assert status == 200 and series["series_uid"] in page
+    assert "EGFR" in page and "SYNTHETIC" in page and "INTRUDER" in page
+    assert "PatientName" not in page and "SYNTHETIC^" not in page  # no identity by default
+    shot = monitored["tmp"] / SCREENSHOT
+    subprocess.run([require_tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={shot}", "--window-size=1400,1000",
+                    f"http://127.0.0.1:{monitored['http']}/"], check=True, timeout=120,
+                   capture_output=True)
+    assert shot.stat().st_size > 20_000
+    keep = Path(REPO / "var" / "screenshots")
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shot, keep / SCREENSHOT)   # for a person to look at
+
+
+def test_a_node_whose_model_cannot_load_answers_503_and_says_why(tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, bundle)
+    (bundle / "fold_3.safetensors").write_bytes(b"damaged")
+    port, http = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1,
+                          http_port=http)
+    with open(config, "a") as f:
+        f.write(f'bundle = "{bundle}"\n')
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        wait_until(lambda: "analysis_unavailable" in (tmp_path / "node.log").read_text(),
+                   timeout=120, what="the analysis process failing to start")
+        status, body = get(http, "/healthz")
+    finally:
+        node.stop()
+    report = json.loads(body)
+    failing = [c for c in report["checks"] if not c["ok"]]
+    assert status == 503 and [c["name"] for c in failing] == ["model_loaded"]
+    assert "fold_3.safetensors" in report["last_error"]["error"]
+
+
+def test_model_use_switches_the_running_node_to_the_installed_model(tmp_path):
+    from tests.unit.test_model_installed import bundle_version
+
+    port, http = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, workers=1,
+                          http_port=http)
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        version = lambda: (json.loads(get(http, "/healthz")[1])["model"] or {}).get("version")
+        assert wait_until(version, timeout=120, what="the default model loaded") == "0.3"
+        installed = node.cli("model", "install", str(bundle_version(tmp_path, "0.4")), "--use")
+        assert installed.returncode == 0, installed.stderr
+        assert wait_until(lambda: version() == "0.4", timeout=120, what="the new model loaded")
+        listed = node.cli("model", "list").stdout
+    finally:
+        node.stop()
+    assert "* cdss-egfr-synthetic-radiomics-clinical-0.4" in listed
