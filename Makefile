@@ -5,7 +5,9 @@ VENV ?= .venv
 # torch: this version's CPU build is on the build machines' disk; other versions are GBs.
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
-APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc
+# systemd: systemd-analyze, which checks deploy/cdss-node.service (not in a minimal Debian image);
+# chromium renders the status page in a test.
+APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc systemd chromium
 
 .PHONY: setup tools realct demo test bench default-bundle multimodal-experiment clean
 
@@ -22,9 +24,10 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The DICOM peers and validators the integration tests use (Debian packages).
+# The DICOM peers and validators the integration tests use, and systemd-analyze for the
+# deployment files (Debian packages).
 tools:
-	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null; then :; \
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi

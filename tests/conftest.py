@@ -28,7 +28,8 @@ def require_tool(name: str) -> str:
     if path:
         return path
     message = (f"{name} is not installed "
-               "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps, orthanc)")
+               "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps, orthanc, systemd, "
+               "chromium)")
     if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -153,3 +153,24 @@ def test_model_use_switches_the_running_node_to_the_installed_model(tmp_path):
     finally:
         node.stop()
     assert "* cdss-egfr-synthetic-radiomics-clinical-0.4" in listed
+
+
+def test_a_disk_below_the_reserve_is_refused_0xA700_counted_listed_and_unhealthy(tmp_path):
+    port, http = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, http_port=http)
+    config.write_text(config.read_text().replace("reserve_mb = 0", "reserve_mb = 100000000"))
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        first = sorted(SAMPLE.iterdir())[0]
+        responses = store_responses(storescu(port, first))
+        health_status, body = get(http, "/healthz")
+        metrics = samples(get(http, "/metrics")[1])
+        page = get(http, "/")[1]
+    finally:
+        node.stop()
+    assert responses == ["(Refused: OutOfResources)"]        # storescu's words for 0xA700
+    failing = [c["name"] for c in json.loads(body)["checks"] if not c["ok"]]
+    assert health_status == 503 and failing == ["disk_headroom"]
+    reserve = (("reason", "disk below the configured reserve"), ("status", "0xa700"))
+    assert metrics[("cdss_store_refusals_total", reserve)] >= 1
+    assert "0xa700" in page and "disk below the configured reserve" in page

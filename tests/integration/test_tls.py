@@ -42,7 +42,7 @@ def tls_node(tmp_path):
     pki = make_pki(tmp_path / "pki")
     config = replace(node_config(tmp_path / "var"), security=SecuritySection(
         tls_cert=str(pki / "server.crt"), tls_key=str(pki / "server.key"),
-        tls_ca=str(pki / "ca.crt")))
+        tls_ca=str(pki / "ca.crt"), allowed_calling_aets=["STORESCU"]))
     node = Node(config)
     node.start()
     yield node, pki
@@ -69,3 +69,13 @@ def test_client_without_valid_certificate_or_without_tls_is_refused(tls_node, sm
     plain = storescu(port, one, timeout=60)
     assert plain.returncode != 0 and store_responses(plain) == []
     assert node.index.query("SELECT COUNT(*) FROM instances")[0][0] == 0
+
+
+def test_a_valid_certificate_with_an_unknown_calling_ae_is_rejected(tls_node, small_series):
+    node, pki = tls_node
+    result = storescu(node.config.node.port, small_series.files[0], aet="STRANGER",
+                      extra=tls_options(pki, "client"))
+    assert result.returncode != 0 and store_responses(result) == []
+    assert "Association Rejected" in result.stdout + result.stderr
+    refusals = node.telemetry.recent_refusals()
+    assert [(r.what, r.calling_aet) for r in refusals] == [("association", "STRANGER")]
