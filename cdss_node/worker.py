@@ -12,6 +12,8 @@ and the log says why every minute.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -32,14 +34,17 @@ RESULTS_DIR = "results"
 START_TIMEOUT_S = 300.0     # loading torch, the bundle and the segmenter
 RESTART_EVERY_S = 60.0      # while the analysis process cannot be started
 IDLE_POLL_S = 1.0
+PR_SET_PDEATHSIG = 1         # prctl(2)
 
 
 class AnalysisFailed(RuntimeError):
     """The analysis process timed out, died or raised; the message says which."""
 
 
-def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt: str) -> None:
+def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt: str,
+                   parent: int = 0) -> None:
     """The analysis process: load once, then answer requests until the pipe closes."""
+    _die_with_parent(parent)
     configure_logging(level, fmt)
     from cdss_node.analysis import Analyzer
 
@@ -55,6 +60,20 @@ def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt
         except EOFError:
             return
         conn.send(_answer(analyzer, request))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this process when the node's process dies (kill -9, OOM), so
+    that no orphan goes on writing results of a job the restarted node runs again."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):     # not Linux: the orphan ends at its next answer
+        return
+    if parent and os.getppid() != parent:  # the node died before prctl took effect
+        os._exit(1)
 
 
 def _answer(analyzer, request: AnalysisRequest) -> tuple[str, object]:
@@ -89,7 +108,8 @@ class AnalysisProcess:
         self.bundle = self._args[0].bundle_path
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=serve_analyses, args=(child, *self._args),
+        self._process = context.Process(target=serve_analyses,
+                                        args=(child, *self._args, os.getpid()),
                                         name="cdss-analysis", daemon=True)
         self._process.start()
         child.close()
