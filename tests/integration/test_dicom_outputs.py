@@ -157,3 +157,19 @@ def test_dsr2html_shows_why_a_series_was_not_evaluable_first(not_evaluable):
     lines = dsr2html_content(out / "sr.dcm")
     assert lines[1] == "Summary" and lines[2].startswith("Not evaluable: Slices are missing")
     assert lines[3] == "Trained on synthetic data; not for clinical use"
+
+
+IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+            "StudyID", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName")
+
+
+def test_seg_and_srs_carry_the_source_patient_and_study_identity_unchanged(analysed,
+                                                                          not_evaluable):
+    import pydicom
+
+    source = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)
+    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", not_evaluable[0] / "sr.dcm"):
+        result = pydicom.dcmread(path, stop_before_pixels=True)
+        for keyword in IDENTITY:
+            assert result.get(keyword) == source.get(keyword), (path.name, keyword)
+        assert result.SeriesInstanceUID != source.SeriesInstanceUID   # a new series
