@@ -98,6 +98,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from cdss_node.node import Node
 
     config = _config(args)
+    os.umask(0o077)   # spool, index and results hold patient data: the node's user only
     node = Node(config)
     try:
         node.start()

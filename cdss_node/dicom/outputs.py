@@ -52,7 +52,22 @@ def series_headers(paths: Sequence[Path]) -> list[Dataset]:
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
     series = Counter(str(ds.get("SeriesInstanceUID", "")) for ds in headers).most_common(1)
-    return [ds for ds in headers if series and str(ds.get("SeriesInstanceUID", "")) == series[0][0]]
+    return [_with_type2_identity(ds) for ds in headers
+            if series and str(ds.get("SeriesInstanceUID", "")) == series[0][0]]
+
+
+# Patient and study attributes of type 2 (present, may be empty) that SEG and SR copy from the
+# CT. An anonymised CT often lacks some; the copy then carries them empty, as the standard
+# says for an unknown type 2 value, instead of the analysis failing without any report.
+TYPE2_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+                  "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _with_type2_identity(header: Dataset) -> Dataset:
+    for keyword in TYPE2_IDENTITY:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
 
 
 def _save(dataset: Dataset, out_dir: Path, name: str) -> Path:

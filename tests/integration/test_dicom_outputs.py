@@ -173,3 +173,26 @@ def test_seg_and_srs_carry_the_source_patient_and_study_identity_unchanged(analy
         for keyword in IDENTITY:
             assert result.get(keyword) == source.get(keyword), (path.name, keyword)
         assert result.SeriesInstanceUID != source.SeriesInstanceUID   # a new series
+
+
+def test_an_anonymised_ct_without_type2_identity_still_gets_valid_seg_and_sr(tmp_path):
+    """PatientBirthDate, AccessionNumber, StudyID... missing (common after anonymisation):
+    the results carry them empty instead of the analysis failing without any report."""
+    import pydicom
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for path in sorted(SAMPLE.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        for keyword in ("PatientBirthDate", "AccessionNumber", "StudyID", "StudyTime",
+                        "ReferringPhysicianName", "PatientSex"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.save_as(folder / path.name)
+    out = tmp_path / "out"
+    assert analyze(folder, out)["status"] == "ok"
+    for name in ("seg.dcm", "sr.dcm"):
+        assert dciodvfy_errors(out / name) == [], name
+        result = pydicom.dcmread(out / name, stop_before_pixels=True)
+        assert result.PatientBirthDate == "" and result.AccessionNumber == ""
+        assert result.PatientID == "SYN0001"
