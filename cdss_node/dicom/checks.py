@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from cdss_node.dicom.header_scan import HeaderScan, Truncated
+from cdss_node.dicom.header_scan import UNDEFINED, HeaderScan, Truncated
 from cdss_node.uids import uid_problem
 
 # C-STORE statuses (PS3.4 B.2.3)
@@ -87,10 +87,13 @@ def image_problem(scan: HeaderScan, transfer_syntax: UID) -> StoreProblem | None
     if missing or PIXEL_DATA not in scan:
         what = ", ".join(missing or ["Pixel Data"])
         return StoreProblem(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"missing {what}")
+    found = scan.elements[PIXEL_DATA].length
     if transfer_syntax.is_encapsulated:
+        if found != UNDEFINED:  # PS3.5 A.4: encapsulated Pixel Data has an undefined length
+            return StoreProblem(DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                                "Pixel Data is not encapsulated as the transfer syntax says")
         return None
     expected = _native_pixel_bytes(scan)
-    found = scan.elements[PIXEL_DATA].length
     if expected is None or found < expected:
         return StoreProblem(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             f"Pixel Data has {found} bytes, expected {expected}")

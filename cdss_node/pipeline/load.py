@@ -29,6 +29,7 @@ MIN_SLICES = 20
 MAX_GAP_RATIO = 1.5     # a step this many times the median spacing is a missing slice
 MAX_TILT = 0.02         # in-plane shift per mm along the normal (about 1 degree)
 ORIENTATION_TOL = 1e-3
+MATRIX_SIZES = (16, 4096)   # rows and columns the node analyses (the NIfTI mask needs < 32768)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,41 @@ class Frame:
     slope: float
     intercept: float
 
+    def __post_init__(self) -> None:
+        """Geometry that cannot place the slice raises ValueError (NE007 in ``_frames``); a
+        modality LUT that cannot give HU raises NotEvaluable NE009."""
+        _require(self.position.shape == (3,) and bool(np.all(np.isfinite(self.position))),
+                 "Image Position (Patient)", "3 finite numbers", self.position)
+        _require(self.orientation.shape == (6,) and _orthonormal(self.orientation),
+                 "Image Orientation (Patient)", "two orthogonal unit vectors", self.orientation)
+        _require(all(np.isfinite(v) and v > 0 for v in self.pixel_spacing), "Pixel Spacing",
+                 "2 positive numbers", self.pixel_spacing)
+        if not (np.isfinite(self.slope) and self.slope != 0 and np.isfinite(self.intercept)):
+            raise NotEvaluable(Reason.UNREADABLE, f"image {self.uid}: Rescale Slope "
+                               f"{self.slope} / Intercept {self.intercept} give no HU")
+
     @property
     def normal(self) -> np.ndarray:
         return np.cross(self.orientation[:3], self.orientation[3:])
+
+
+def _require(ok: bool, name: str, expected: str, found: object) -> None:
+    if not ok:
+        raise ValueError(f"{name}: expected {expected}, found {found}")
+
+
+def _orthonormal(orientation: np.ndarray) -> bool:
+    """Row and column cosines of unit length and orthogonal, within what ``CTVolume`` allows."""
+    if not np.all(np.isfinite(orientation)):
+        return False
+    row, col = orientation[:3], orientation[3:]
+    return bool(abs(row @ row - 1) <= ORIENTATION_TOL and abs(col @ col - 1) <= ORIENTATION_TOL
+                and abs(row @ col) <= ORIENTATION_TOL)
+
+
+def _rescale(value: object, default: float) -> float:
+    """Rescale Slope / Intercept; absent or empty gives ``default`` (0 stays 0)."""
+    return default if value is None or value == "" else float(value)  # type: ignore[arg-type]
 
 
 def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume:
@@ -115,8 +148,8 @@ def _classic_frame(ds: Dataset) -> Frame:
         position=np.asarray(ds.ImagePositionPatient, dtype=float),
         orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
         pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
-        slope=float(ds.get("RescaleSlope", 1) or 1),
-        intercept=float(ds.get("RescaleIntercept", 0) or 0),
+        slope=_rescale(ds.get("RescaleSlope"), 1.0),
+        intercept=_rescale(ds.get("RescaleIntercept"), 0.0),
     )
 
 
@@ -141,8 +174,8 @@ def _enhanced_frame(ds: Dataset, i: int) -> Frame:
         orientation=np.asarray(
             _group(ds, i, "PlaneOrientationSequence").ImageOrientationPatient, dtype=float),
         pixel_spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
-        slope=float(transform.get("RescaleSlope", 1) or 1),
-        intercept=float(transform.get("RescaleIntercept", 0) or 0),
+        slope=_rescale(transform.get("RescaleSlope"), 1.0),
+        intercept=_rescale(transform.get("RescaleIntercept"), 0.0),
     )
 
 
@@ -160,6 +193,9 @@ def _geometry(frames: list[Frame], min_slices: int) -> tuple[list[Frame], np.nda
                 frame.dataset.Rows != first.dataset.Rows or \
                 frame.dataset.Columns != first.dataset.Columns:
             raise NotEvaluable(Reason.INCONSISTENT_GEOMETRY, "image size or pixel spacing differ")
+    size = (int(first.dataset.Rows), int(first.dataset.Columns))
+    if not all(MATRIX_SIZES[0] <= n <= MATRIX_SIZES[1] for n in size):
+        raise NotEvaluable(Reason.UNSUPPORTED_IMAGE_SIZE, f"{size[0]} x {size[1]} pixels")
     if len(frames) < min_slices:
         raise NotEvaluable(Reason.TOO_FEW_SLICES, f"{len(frames)} slices, at least "
                            f"{min_slices} needed")
@@ -194,6 +230,9 @@ def _hounsfield(frames: list[Frame]) -> np.ndarray:
     cache: dict[int, np.ndarray] = {}
     for k, frame in enumerate(frames):
         pixels = _pixels(frame, cache)
+        if pixels.shape != (rows, cols):
+            raise NotEvaluable(Reason.UNREADABLE, f"image {frame.uid}: pixel array of shape "
+                               f"{pixels.shape}, expected ({rows}, {cols})")
         hu[k] = pixels * np.float32(frame.slope) + np.float32(frame.intercept)
     return hu
 
@@ -211,5 +250,7 @@ def _pixels(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
                                ) from exc
         if frame.index is None:
             return array
+        if array.ndim == 2:  # a one-frame object decodes to (rows, columns)
+            array = array[np.newaxis]
         cache[key] = array
     return array[frame.index]

@@ -35,6 +35,9 @@ class NotEvaluableReason(Enum):
                   "Images of the series could not be read or decoded.")
     NO_TUMOR_FOUND = ("NE010", "No lung tumor found",
                       "No lung tumor was found, so no EGFR prediction was made.")
+    UNSUPPORTED_IMAGE_SIZE = ("NE011", "Unsupported image size",
+                              "The image matrix is outside the sizes the node analyses "
+                              "(16 to 4096 pixels a side).")
 
     def __init__(self, code: str, meaning: str, sentence: str):
         self.code = code

@@ -44,6 +44,8 @@ def test_node_analyses_a_received_series_and_keeps_the_result(tmp_path):
     assert series["result_file"] == str(expected) and f"result: {expected}" in table
     result = json.loads(expected.read_text())
     assert result["status"] == "ok" and len(result["radiomics"]) == 107
+    for path in (expected, expected.parent / "sr.dcm", tmp_path / "var" / "index.sqlite3"):
+        assert path.stat().st_mode & 0o077 == 0, path   # patient data: the node's user only
     log = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
            if line.startswith("{")]
     finished = [e for e in log if e["event"] == "analysis_finished"]
