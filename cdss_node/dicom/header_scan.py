@@ -19,8 +19,15 @@ _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b
                        b"UR", b"UT", b"UV"})
 
 
+MAX_DEPTH = 64  # nested sequences; real objects nest a handful deep (functional groups: 3)
+
+
 class Truncated(ValueError):
     """The encoded dataset ends inside an element."""
+
+
+class TooDeep(ValueError):
+    """Sequences nested deeper than ``MAX_DEPTH`` (the walk recurses once per level)."""
 
 
 class Element(NamedTuple):  # a tuple: built ~100 times per instance, 3x faster than a dataclass
@@ -65,6 +72,7 @@ class _Walker:
         self.tag_fmt = struct.Struct(endian + "HHL")  # group, element, 4-byte length
         self.short_fmt = struct.Struct(endian + "H")
         self.long_fmt = struct.Struct(endian + "L")
+        self.depth = 0
 
     def top_level(self, into: dict[int, Element]) -> int:
         pos = 0
@@ -99,9 +107,13 @@ class _Walker:
 
     def skip_items(self, pos: int) -> int:
         """Items of a sequence (or fragments of encapsulated data) up to its delimiter."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise TooDeep(f"sequences nested more than {MAX_DEPTH} deep at byte {pos}")
         while True:
             tag, offset, length = self.header(pos)
             if tag == SEQUENCE_END:
+                self.depth -= 1
                 return offset
             if tag != ITEM:
                 raise Truncated(f"expected an item at byte {pos}, found tag {tag:08X}")

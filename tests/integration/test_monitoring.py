@@ -174,3 +174,31 @@ def test_a_disk_below_the_reserve_is_refused_0xA700_counted_listed_and_unhealthy
     reserve = (("reason", "disk below the configured reserve"), ("status", "0xa700"))
     assert metrics[("cdss_store_refusals_total", reserve)] >= 1
     assert "0xa700" in page and "disk below the configured reserve" in page
+
+
+def test_the_page_names_the_patient_only_when_configured(tmp_path, small_series):
+    from dataclasses import replace
+
+    from cdss_node.config import HttpSection
+    from cdss_node.node import Node
+    from tests.conftest import node_config
+
+    header = pydicom_header(small_series.files[0])
+    for shown in (False, True):
+        config = node_config(tmp_path / f"var-{shown}")
+        node = Node(replace(config, http=HttpSection(port=0, show_patient_identity=shown)))
+        node.start()
+        try:
+            assert store_responses(storescu(config.node.port, *small_series.files[:2])) == [
+                "(Success)"] * 2
+            page = get(node.http.port, "/")[1]
+        finally:
+            node.stop()
+        assert (str(header.PatientID) in page) is shown
+        assert (str(header.PatientName) in page) is shown
+
+
+def pydicom_header(path: Path):
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True)
