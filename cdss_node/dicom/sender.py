@@ -32,7 +32,13 @@ class StoreResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == 0x0000
+        """Stored: Success, or one of the warnings that say the object was stored (PS3.4
+        B.2.3: coercion of data elements, data set does not match SOP class, elements
+        discarded); sending it again would change nothing."""
+        return self.status in STORED
+
+
+STORED = frozenset({0x0000, 0xB000, 0xB007, 0xB006})
 
 
 class AssociationFailed(RuntimeError):
@@ -77,7 +83,11 @@ def _contexts(paths: list[Path]) -> set[tuple[str, str]]:
 def _send_one(assoc, path: Path) -> StoreResult:
     if not assoc.is_established:
         return StoreResult(path, None)
-    status = assoc.send_c_store(path)
+    try:
+        status = assoc.send_c_store(path)
+    except ValueError as error:     # the peer accepted no presentation context for it
+        log.warning("store_not_accepted", file=path.name, error=str(error))
+        return StoreResult(path, None)
     code = int(status.Status) if "Status" in status else None
     if code != 0x0000:
         log.warning("store_not_successful", file=path.name,
