@@ -42,6 +42,7 @@ class Frame:
     position: np.ndarray        # Image Position (Patient), mm
     orientation: np.ndarray     # Image Orientation (Patient): row and column cosines
     pixel_spacing: tuple[float, float]
+    size: tuple[int, int]       # Rows, Columns
     slope: float
     intercept: float
 
@@ -148,6 +149,7 @@ def _classic_frame(ds: Dataset) -> Frame:
         position=np.asarray(ds.ImagePositionPatient, dtype=float),
         orientation=np.asarray(ds.ImageOrientationPatient, dtype=float),
         pixel_spacing=(float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])),
+        size=(int(ds.Rows), int(ds.Columns)),
         slope=_rescale(ds.get("RescaleSlope"), 1.0),
         intercept=_rescale(ds.get("RescaleIntercept"), 0.0),
     )
@@ -174,6 +176,7 @@ def _enhanced_frame(ds: Dataset, i: int) -> Frame:
         orientation=np.asarray(
             _group(ds, i, "PlaneOrientationSequence").ImageOrientationPatient, dtype=float),
         pixel_spacing=(float(measures.PixelSpacing[0]), float(measures.PixelSpacing[1])),
+        size=(int(ds.Rows), int(ds.Columns)),
         slope=_rescale(transform.get("RescaleSlope"), 1.0),
         intercept=_rescale(transform.get("RescaleIntercept"), 0.0),
     )
@@ -189,13 +192,11 @@ def _geometry(frames: list[Frame], min_slices: int) -> tuple[list[Frame], np.nda
         if not np.allclose(frame.orientation, first.orientation, atol=ORIENTATION_TOL):
             raise NotEvaluable(Reason.MIXED_ORIENTATION,
                                f"{first.orientation.round(3)} and {frame.orientation.round(3)}")
-        if frame.pixel_spacing != first.pixel_spacing or \
-                frame.dataset.Rows != first.dataset.Rows or \
-                frame.dataset.Columns != first.dataset.Columns:
+        if frame.pixel_spacing != first.pixel_spacing or frame.size != first.size:
             raise NotEvaluable(Reason.INCONSISTENT_GEOMETRY, "image size or pixel spacing differ")
-    size = (int(first.dataset.Rows), int(first.dataset.Columns))
-    if not all(MATRIX_SIZES[0] <= n <= MATRIX_SIZES[1] for n in size):
-        raise NotEvaluable(Reason.UNSUPPORTED_IMAGE_SIZE, f"{size[0]} x {size[1]} pixels")
+    if not all(MATRIX_SIZES[0] <= n <= MATRIX_SIZES[1] for n in first.size):
+        raise NotEvaluable(Reason.UNSUPPORTED_IMAGE_SIZE,
+                           f"{first.size[0]} x {first.size[1]} pixels")
     if len(frames) < min_slices:
         raise NotEvaluable(Reason.TOO_FEW_SLICES, f"{len(frames)} slices, at least "
                            f"{min_slices} needed")
@@ -225,7 +226,7 @@ def _slice_spacing(frames: list[Frame], normal: np.ndarray) -> float:
 
 
 def _hounsfield(frames: list[Frame]) -> np.ndarray:
-    rows, cols = int(frames[0].dataset.Rows), int(frames[0].dataset.Columns)
+    rows, cols = frames[0].size
     hu = np.empty((len(frames), rows, cols), dtype=np.float32)
     cache: dict[int, np.ndarray] = {}
     for k, frame in enumerate(frames):
