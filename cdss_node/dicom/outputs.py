@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Sequence
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.valuerep import DA, TM
 
 from cdss_node import __version__
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
@@ -52,7 +54,7 @@ def series_headers(paths: Sequence[Path]) -> list[Dataset]:
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
     series = Counter(str(ds.get("SeriesInstanceUID", "")) for ds in headers).most_common(1)
-    return [_with_type2_identity(ds) for ds in headers
+    return [_normalised(ds) for ds in headers
             if series and str(ds.get("SeriesInstanceUID", "")) == series[0][0]]
 
 
@@ -63,11 +65,31 @@ TYPE2_IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", 
                   "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
-def _with_type2_identity(header: Dataset) -> Dataset:
+DATES_AND_TIMES = (("PatientBirthDate", DA), ("StudyDate", DA), ("StudyTime", TM))
+
+
+def _normalised(header: Dataset) -> Dataset:
+    """The header as SEG and SR copy it: missing type 2 identity present and empty, a date or
+    time that is no valid DA/TM (e.g. 19310231) empty, and a Specific Character Set whose first
+    value is empty (the default repertoire) named ISO 2022 IR 6, as PS3.3 C.12.1.1.2 reads it."""
     for keyword in TYPE2_IDENTITY:
         if keyword not in header:
             setattr(header, keyword, "")
+    for keyword, kind in DATES_AND_TIMES:
+        if not _valid(str(header.get(keyword, "") or ""), kind):
+            log.warning("unreadable_value_left_empty", keyword=keyword)
+            setattr(header, keyword, "")
+    charset = header.get("SpecificCharacterSet")
+    if isinstance(charset, MultiValue) and len(charset) > 1 and not charset[0]:
+        header.SpecificCharacterSet = ["ISO 2022 IR 6", *charset[1:]]
     return header
+
+
+def _valid(text: str, kind) -> bool:
+    try:
+        return not text or kind(text) is not None
+    except ValueError:
+        return False
 
 
 def _save(dataset: Dataset, out_dir: Path, name: str) -> Path:

@@ -171,7 +171,7 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=[group],
-        referenced_images=list(headers[:1]))
+        referenced_images=_library_images(headers))
     _insert_after_context(report[0], summary)
     source_series = str(headers[0].SeriesInstanceUID)
     return hd.sr.Comprehensive3DSR(
@@ -182,6 +182,16 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
         manufacturer=MANUFACTURER, is_complete=True,
         previous_versions=[version.previous] if version.previous is not None else None,
         contributing_equipment=[_contributing(equipment)])
+
+
+def _library_images(headers: Sequence[Dataset]) -> list[Dataset] | None:
+    """The first CT image for the Image Library, unless its geometry is unusable (a series
+    that is not evaluable for that very reason): then the library names no image."""
+    try:
+        hd.sr.ImageLibraryEntryDescriptors(headers[0])
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return None
+    return list(headers[:1])
 
 
 def report_summary(report: Dataset) -> list[str]:

@@ -86,9 +86,12 @@ def _rescale(value: object, default: float) -> float:
 def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume:
     datasets = [_read(path) for path in paths]
     _check_series(datasets)
-    frames = [frame for ds in datasets if not _is_localizer(ds) for frame in _frames(ds)]
-    if not frames:
+    images = [ds for ds in datasets if not _is_localizer(ds)]
+    if not images:
         raise NotEvaluable(Reason.LOCALIZER, f"all {len(datasets)} images are localizers")
+    frames = [frame for ds in images for frame in _frames(ds)]
+    if not frames:  # a multi-frame object of Number of Frames 0
+        raise NotEvaluable(Reason.TOO_FEW_SLICES, "no frames")
     frames, normal, spacing = _geometry(frames, min_slices)
     return CTVolume(
         hu=_hounsfield(frames),
