@@ -26,24 +26,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
 from tests.conftest import free_port  # noqa: E402
-from tests.integration.nodeproc import (  # noqa: E402
-    NodeProcess, add_destination, wait_for_port, wait_until, write_config)
+from tests.integration.nodeproc import read_metrics, wait_for_port, wait_until  # noqa: E402
 from tests.reliability.loadrun import (  # noqa: E402
-    COMPREHENSIVE_3D_SR, SEG_STORAGE, LoadSeries, RssSampler, make_series, pacs_files,
+    COMPREHENSIVE_3D_SR, SEG_STORAGE, LoadNode, LoadSeries, make_series, pacs_files,
     send_concurrently, start_storescp)
 
 OUT = REPO / "bench" / "out"
@@ -85,24 +80,10 @@ def settled(query, series: int) -> bool:
 
 def run_node(made: list[LoadSeries], args, work: Path) -> dict[str, float]:
     early, groups = wave(made, args)
-    port, http, pacs_port = free_port(), free_port(), free_port()
-    config = write_config(work / "node.toml", work / "var", port, grace_s=GRACE_S,
-                          check_interval_s=CHECK_INTERVAL_S, workers=1, http_port=http)
-    add_destination(config, pacs_port, "PACS")
-    pacs = start_storescp(pacs_port, work / "pacs", "PACS")
-    log = work / "node.log"
-    node = NodeProcess(config, port, log).start()
-    index = work / "var" / "index.sqlite3"
-
-    def query(sql: str, *params):
-        with sqlite3.connect(index) as db:
-            return db.execute(sql, params).fetchall()
-
-    sampler = RssSampler(node.proc.pid).start()
+    run = LoadNode(work, grace_s=GRACE_S, check_interval_s=CHECK_INTERVAL_S)
+    query, port = run.query, run.port
     try:
-        wait_for_port(pacs_port)
-        wait_until(lambda: "analysis_process_ready" in log.read_text(), timeout=300,
-                   what="the analysis process ready")
+        run.start()
         if early:
             send_concurrently(port, [early], "CDSS_EGFR")
             wait_until(lambda: query("SELECT 1 FROM jobs WHERE started_at IS NOT NULL"),
@@ -110,16 +91,11 @@ def run_node(made: list[LoadSeries], args, work: Path) -> dict[str, float]:
         sent = send_concurrently(port, groups, "CDSS_EGFR")
         wait_until(lambda: settled(query, len(made)), timeout=3600, interval=0.2,
                    what="every series analysed and its results sent")
-        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=30) as answer:
-            metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value for family in
-                       text_string_to_metric_families(answer.read().decode())
-                       for s in family.samples}
+        metrics = read_metrics(run.http)
     finally:
-        sampler.stop()
-        node.stop()
-        pacs.terminate()
-        pacs.wait(10)
-    files = pacs_files(work / "pacs")
+        run.stop()
+    sampler = run.sampler
+    files = pacs_files(run.pacs_folder)
     sent_uids = set().union(*(s.instance_uids for s in made))
     indexed = {uid for uid, in query("SELECT sop_instance_uid FROM instances")}
     states = dict(query("SELECT state, COUNT(*) FROM series GROUP BY state"))

@@ -7,7 +7,7 @@ analysed by hand gives what the node gives.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -43,10 +43,7 @@ class Analyzer:
 
     def identity(self) -> dict:
         """What /healthz and the status page say of the loaded model (plain, picklable)."""
-        description = self.bundle.description
-        return {"model_id": description.model_id, "name": description.name,
-                "version": description.version, "sha256": self.bundle.sha256,
-                "synthetic": description.training_data.synthetic,
+        return {**asdict(reported_model(self.bundle)), "model_id": self.bundle.model_id,
                 "device": str(self.bundle.device), "segmenter": self.segmenter.name,
                 "bundle": str(self.bundle.folder)}
 

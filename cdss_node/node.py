@@ -121,6 +121,11 @@ class Node:
         purge_results(self.index, self.config.data_path.resolve() / RESULTS_DIR,
                       self.config.store.results_retention_days)
 
+    @property
+    def loaded_model(self) -> dict | None:
+        """The identity of the model the analysis process holds (None: none, or no worker)."""
+        return self.worker.process.model if self.worker else None
+
     def wait_until_analysed(self, series_uid: str, timeout_s: float) -> str | None:
         """The series' final state once its analysis has finished, or None on timeout."""
         deadline = time.monotonic() + timeout_s

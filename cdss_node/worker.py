@@ -98,7 +98,7 @@ class AnalysisProcess:
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
         self.model: dict | None = None       # the loaded model's identity, once ready
-        self.bundle = settings.bundle_path   # the bundle it loads (resolved at each start)
+        self.bundle: Path | None = None      # the bundle it loaded (resolved at each start)
 
     @property
     def alive(self) -> bool:
@@ -190,8 +190,9 @@ class Worker:
             self.run_job(*job)
 
     def _ensure_process(self) -> bool:
-        if self.process.alive and self.process.bundle != self.settings.bundle_path:
-            log.info("model_changed", bundle=str(self.settings.bundle_path))
+        wanted = self.settings.bundle_path        # reads data_dir/models/ACTIVE
+        if self.process.alive and self.process.bundle != wanted:
+            log.info("model_changed", bundle=str(wanted))
             self.process.stop()                   # `cdss-node model use`: load the new one
         if self.process.alive:
             return True

@@ -59,10 +59,6 @@ def wrap(network: torch.nn.Module, process: Process, device: torch.device) -> to
                                    else None)
 
 
-def unwrap(network: torch.nn.Module) -> torch.nn.Module:
-    return getattr(network, "module", network)
-
-
 def shard(batches: list, process: Process) -> list:
     """This process's batches: every world_size-th, the same count in every process (DDP
     needs each process to take the same number of steps; up to world_size - 1 batches of the

@@ -42,6 +42,7 @@ class ModelPredictions:
     threshold: float
     folds: int
     rows: list[dict]
+    manifest: str | None = None          # the cohort manifest the fit was trained from
 
     def role(self, role: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Labels, ensemble probabilities and case ids of one role, in case-id order."""
@@ -61,7 +62,8 @@ def load_model(fit_dir: Path) -> ModelPredictions:
         rows = list(csv.DictReader(stream))
     settings = summary["settings"]
     return ModelPredictions(f"{settings['architecture']} ({fit_dir.name})",
-                            float(summary["decision_threshold"]), int(settings["folds"]), rows)
+                            float(summary["decision_threshold"]), int(settings["folds"]), rows,
+                            summary.get("manifest"))
 
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, seed: int = 0,
@@ -149,10 +151,9 @@ def delong_rows(models: list[ModelPredictions], role: str) -> list[dict]:
     return rows
 
 
-def generator_truth(fit_dir: Path) -> tuple[dict[str, dict], dict] | None:
+def generator_truth(model: ModelPredictions) -> tuple[dict[str, dict], dict] | None:
     """``truth.csv`` rows by case id and ``generator.json`` of a synthetic cohort's fit."""
-    manifest = json.loads((fit_dir / "fit.json").read_text()).get("manifest")
-    folder = Path(manifest).parent if manifest else None
+    folder = Path(model.manifest).parent if model.manifest else None
     if folder is None or not (folder / "truth.csv").is_file():
         return None
     with (folder / "truth.csv").open(newline="") as stream:
@@ -183,7 +184,7 @@ def bayes_rows(model: ModelPredictions, role: str, truth: dict[str, dict], gener
 def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
     """Every table and figure into ``out``; returns the tables by name."""
     models = [load_model(Path(d)) for d in fit_dirs]
-    truth = generator_truth(Path(fit_dirs[0]))
+    truth = generator_truth(models[0])
     out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict]] = {}
     for number, role in ((2, "internal"), (3, "external")):

@@ -40,9 +40,9 @@ from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vect
 from cdss_node.pipeline.records import RadiomicsFeatures
 from cdss_node.pipeline.unet_segment import choose_device
 from training.cohort import SiteRoles
-from training.distributed import Process, barrier, device_of, join, leave, shard, unwrap, wrap
+from training.distributed import Process, barrier, device_of, join, leave, shard, wrap
 from training.metrics import fold_of_case, youden_threshold
-from training.prepare import PreparedCase
+from training.prepare import PreparedCase, write_json
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def _fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: Fi
     summary = _summary(rows, settings, roles, radiomics_scaling, clinical_scaling)
     summary["manifest"] = None if manifest is None else str(Path(manifest).resolve())
     _write_predictions(out / "predictions.csv", rows, settings.folds)
-    (out / "fit.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "fit.json", summary)
     return summary
 
 
@@ -178,7 +178,7 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
         if process.main:
             history.append(_epoch_record(epoch + 1, loss, time.monotonic() - started,
                                          len(data.labels), device))
-            _write_json(folder / "history.json", history)
+            write_json(folder / "history.json", history)
             _save(folder / "last.pt", {"epoch": epoch + 1, "model": network.state_dict(),
                                        "optimiser": optimiser.state_dict(),
                                        "schedule": schedule.state_dict()})
@@ -186,7 +186,7 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
         _save(folder / "final.pt", network.state_dict())
         (folder / "last.pt").unlink(missing_ok=True)   # only resuming needs it (3x the weights)
     barrier(process)
-    return unwrap(network).eval()
+    return network.eval()
 
 
 def _history(path: Path, first_epoch: int) -> list[dict]:
@@ -203,13 +203,6 @@ def _epoch_record(epoch: int, loss: float, seconds: float, cases: int, device: t
     if device.type == "cuda":
         record["cuda_max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return record
-
-
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(value, indent=1))
-    partial.replace(path)
 
 
 def new_network(settings: FitSettings, data: ScaledInputs) -> torch.nn.Module:

@@ -127,7 +127,7 @@ def prepare_case(case: CohortCase, key: str, store: Path, settings: AnalysisSett
         crop = tumor_crop(image, tumor)
     except NotEvaluable as rejected:
         record.update(state="not_evaluable", reason=rejected.reason.name, detail=rejected.detail)
-        _write_json(store / f"{case.case_id}.json", record)
+        write_json(store / f"{case.case_id}.json", record)
         return "not_evaluable"
     header = merged_header(case.header, volume.header)
     np.savez_compressed(store / f"{case.case_id}.npz", radiomics=radiomics.values,
@@ -136,7 +136,7 @@ def prepare_case(case: CohortCase, key: str, store: Path, settings: AnalysisSett
                   radiomics_names=list(radiomics.names), mask=tumor.segmenter,
                   tumor_ml=round(float(tumor.mask.sum() * np.prod(volume.spacing_mm)) / 1e3, 3),
                   seconds=round(time.perf_counter() - started, 2))
-    _write_json(store / f"{case.case_id}.json", record)
+    write_json(store / f"{case.case_id}.json", record)
     return "ok"
 
 
@@ -209,7 +209,9 @@ def _stored_key(store: Path, case_id: str) -> str | None:
         return None
 
 
-def _write_json(path: Path, record: dict) -> None:
+def write_json(path: Path, record) -> None:
+    """``record`` as JSON in ``path``, replaced whole (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(record, indent=2))
     partial.replace(path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = "models"
+MANIFEST = "manifest.json"      # as cdss_node.model.bundle names it (that module loads torch)
 ACTIVE_FILE = "ACTIVE"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -55,7 +56,7 @@ def installed_models(data_dir: str | Path) -> list[InstalledModel]:
     active = active_bundle(data_dir)
     found = []
     for path in sorted(folder.iterdir() if folder.is_dir() else []):
-        manifest = path / "manifest.json"
+        manifest = path / MANIFEST
         if not manifest.is_file():
             continue
         data = json.loads(manifest.read_text(encoding="utf-8"))
@@ -88,7 +89,7 @@ def install(bundle: str | Path, data_dir: str | Path) -> str:
 def use(name: str, data_dir: str | Path) -> Path:
     """Make the installed model ``name`` active (checked again first); returns its folder."""
     folder = models_dir(data_dir) / name
-    if not _NAME.match(name) or not (folder / "manifest.json").is_file():
+    if not _NAME.match(name) or not (folder / MANIFEST).is_file():
         known = ", ".join(m.name for m in installed_models(data_dir)) or "none"
         raise ModelStoreError(f"{name!r}: no such installed model (installed: {known})")
     _checked(folder)

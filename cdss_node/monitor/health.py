@@ -31,7 +31,7 @@ class Check:
 def health(node: "Node") -> dict:
     checks = [_index_writable(node), _disk_headroom(node), _model(node), _scheduler(node)]
     return {"status": "ok" if all(c.ok for c in checks) else "unhealthy",
-            "checks": [asdict(c) for c in checks], "model": _model_identity(node),
+            "checks": [asdict(c) for c in checks], "model": node.loaded_model,
             "last_error": last_error(node)}
 
 
@@ -55,7 +55,7 @@ def _disk_headroom(node: "Node") -> Check:
 def _model(node: "Node") -> Check:
     if node.worker is None:
         return Check("model_loaded", True, "no analysis on this node ([analysis] workers = 0)")
-    model = node.worker.process.model
+    model = node.loaded_model
     if not model:
         return Check("model_loaded", False, "the analysis process has not loaded a model "
                      f"from {node.worker.settings.bundle_path}")
@@ -73,10 +73,6 @@ def _scheduler(node: "Node") -> Check:
         late = "never ran" if since is None else f"last ran {since:.0f} s ago"
         return Check("scheduler_alive", False, f"the series completion check {late}")
     return Check("scheduler_alive", True, f"series completion checked {since:.1f} s ago")
-
-
-def _model_identity(node: "Node") -> dict | None:
-    return node.worker.process.model if node.worker else None
 
 
 def last_error(node: "Node") -> dict | None:

@@ -68,8 +68,7 @@ class IndexCollector(Collector):
                                 value=self.node.config.store.reserve_mb * 2**20)
 
     def _model(self) -> Iterable[Metric]:
-        worker = self.node.worker
-        model = worker.process.model if worker else None
+        model = self.node.loaded_model
         info = GaugeMetricFamily("cdss_model_loaded", "1 while the analysis process holds the "
                                  "model named by the labels.",
                                  labels=["model_id", "version", "sha256", "synthetic", "device"])

@@ -14,6 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cdss_node.dicom.patient import patient_identity
 from cdss_node.monitor.health import health
 from cdss_node.store import outbox
 from cdss_node.store.status import SeriesStatus, series_status
@@ -131,14 +132,11 @@ def _result(row: SeriesStatus) -> str:
 
 
 def _patient(node: "Node", series_uid: str) -> str:
-    from pydicom import dcmread
-
     paths = node.index.series_paths(series_uid)
     if not paths:
         return "(instances purged)"
-    header = dcmread(node.spool.root / paths[0], stop_before_pixels=True,
-                     specific_tags=["PatientName", "PatientID"])
-    return f"{header.get('PatientName', '')} ({header.get('PatientID', '')})"
+    name, patient_id = patient_identity(node.spool.root / paths[0])
+    return f"{name} ({patient_id})"
 
 
 def _refusals_section(node: "Node") -> str:

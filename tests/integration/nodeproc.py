@@ -54,6 +54,22 @@ def wait_until(check, timeout: float = 240, what: str = "", interval: float = 0.
     raise TimeoutError(f"not within {timeout:.0f} s: {what}")
 
 
+def parse_metrics(text: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of a /metrics answer by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def read_metrics(http_port: int) -> dict[tuple[str, tuple], float]:
+    """The node's /metrics, parsed."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=30) as answer:
+        return parse_metrics(answer.read().decode())
+
+
 class NodeProcess:
     """``python -m cdss_node --config FILE serve``, its log in a file."""
 

@@ -13,14 +13,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from cdss_node.jobs import DEFAULT_BUNDLE
 from cdss_node.model.bundle import bundle_sha256, read_manifest
 from tests.conftest import REPO, free_port, require_tool
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import (
-    NodeProcess, add_destination, wait_for_port, wait_until, write_config)
+    NodeProcess, add_destination, parse_metrics, wait_for_port, wait_until, write_config)
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "sample_dicom" / "series"
@@ -33,12 +32,6 @@ def get(port: int, path: str) -> tuple[int, str]:
             return answer.status, answer.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    """Every sample of a /metrics answer by (name, sorted labels)."""
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +74,7 @@ def test_healthz_is_ok_and_names_the_model_the_analysis_process_loaded(monitored
 
 def test_metrics_count_the_series_its_analysis_its_delivery_and_the_rejection(monitored):
     status, body = get(monitored["http"], "/metrics")
-    found = samples(body)
+    found = parse_metrics(body)
     assert status == 200
     assert found[("cdss_instances_received_total", ())] == 80
     assert found[("cdss_series", (("state", "done"),))] == 1
@@ -164,7 +157,7 @@ def test_a_disk_below_the_reserve_is_refused_0xA700_counted_listed_and_unhealthy
         first = sorted(SAMPLE.iterdir())[0]
         responses = store_responses(storescu(port, first))
         health_status, body = get(http, "/healthz")
-        metrics = samples(get(http, "/metrics")[1])
+        metrics = parse_metrics(get(http, "/metrics")[1])
         page = get(http, "/")[1]
     finally:
         node.stop()

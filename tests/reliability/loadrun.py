@@ -6,6 +6,7 @@ sorted by SOP Class and referenced series."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import threading
 import time
@@ -96,7 +97,8 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -147,10 +149,10 @@ class RssSampler:
 
     def sample(self) -> None:
         node = _rss_kib(self.pid)
-        tree, analysis, stack = node, 0, _children(self.pid)
+        tree, analysis, stack = node, 0, children(self.pid)
         while stack:
             child = stack.pop()
-            stack.extend(_children(child))
+            stack.extend(children(child))
             rss = _rss_kib(child)
             tree += rss
             if "resource_tracker" not in _cmdline(child) and rss > analysis:
@@ -207,3 +209,47 @@ def start_storescp(port: int, out: Path, aet: str, fork: bool = False) -> subpro
     args = ["storescp", *(["--fork"] if fork else []), "-aet", aet, "-od", str(out), str(port)]
     return subprocess.Popen(args, env=DCMTK_ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+
+
+class LoadNode:
+    """A node process (workers = 1, HTTP port on) with dcmtk storescp as its PACS, its memory
+    sampled; ``start()`` returns once the analysis process is ready. ``query`` reads the
+    node's index; ``stop()`` stops node, sampler and PACS."""
+
+    def __init__(self, work: Path, grace_s: float, check_interval_s: float, outbox: str = ""):
+        from tests.conftest import free_port
+        from tests.integration.nodeproc import NodeProcess, add_destination, write_config
+
+        self.port, self.http, self.pacs_port = free_port(), free_port(), free_port()
+        config = write_config(work / "node.toml", work / "var", self.port, grace_s=grace_s,
+                              check_interval_s=check_interval_s, workers=1,
+                              http_port=self.http)
+        add_destination(config, self.pacs_port, "PACS", outbox=outbox)
+        self.pacs_folder, self.log = work / "pacs", work / "node.log"
+        self.index = work / "var" / "index.sqlite3"
+        self.node = NodeProcess(config, self.port, self.log)
+        self.pacs: subprocess.Popen | None = None
+        self.sampler: RssSampler | None = None
+
+    def start(self) -> "LoadNode":
+        from tests.integration.nodeproc import wait_for_port, wait_until
+
+        self.pacs = start_storescp(self.pacs_port, self.pacs_folder, "PACS")
+        self.node.start()
+        self.sampler = RssSampler(self.node.proc.pid).start()
+        wait_for_port(self.pacs_port)
+        wait_until(lambda: "analysis_process_ready" in self.log.read_text(), timeout=300,
+                   what="the analysis process ready")
+        return self
+
+    def query(self, sql: str, *params) -> list[tuple]:
+        with sqlite3.connect(self.index) as db:
+            return db.execute(sql, params).fetchall()
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+        self.node.stop()
+        if self.pacs is not None:
+            self.pacs.terminate()
+            self.pacs.wait(10)

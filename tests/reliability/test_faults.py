@@ -22,24 +22,11 @@ from tests.conftest import REPO, free_port, require_tool
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import (
     NodeProcess, add_destination, wait_for_port, wait_until, write_config)
+from tests.reliability.loadrun import children
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SAMPLE = REPO / "sample_dicom" / "series"
 OUTBOX = "retry_initial_s = 1.0\nretry_max_s = 2.0\ncheck_interval_s = 0.5\nprobe_interval_s = 1.0"
-
-
-def children_of(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.append(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -95,7 +82,7 @@ def test_kill_9_during_analysis_analyses_again_and_sends_once(tmp_path):
         assert store_responses(storescu(node.port, SAMPLE)) == ["(Success)"] * 80
         wait_until(lambda: node.status()["series"][0]["state"] == "processing", interval=0.1,
                    what="the analysis running")
-        orphans = children_of(node.proc.pid)
+        orphans = [p for p in children(node.proc.pid) if alive(p)]
         node.kill9()
         assert orphans, "no analysis process found"
         wait_until(lambda: not any(alive(p) for p in orphans), timeout=2, interval=0.05,

@@ -20,21 +20,16 @@ About 1 to 1.5 minutes on the shared 2-core machine (CPU only): 58 and 78 s meas
 
 from __future__ import annotations
 
-import sqlite3
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port, require_tool
-from tests.integration.nodeproc import (
-    NodeProcess, add_destination, wait_for_port, wait_until, write_config)
+from tests.conftest import require_tool
+from tests.integration.nodeproc import read_metrics, wait_until
 from tests.reliability.loadrun import (
-    COMPREHENSIVE_3D_SR, SEG_STORAGE, RssSampler, make_series, pacs_files, send_concurrently,
-    start_storescp)
+    COMPREHENSIVE_3D_SR, SEG_STORAGE, LoadNode, make_series, pacs_files, send_concurrently)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,13 +45,6 @@ NODE_RSS_BOUND_MIB = 105
 ANALYSIS_RSS_BOUND_MIB = 775
 
 
-def metrics(http: int) -> dict[tuple[str, tuple], float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=30) as answer:
-        text = answer.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
 def test_eight_concurrent_associations_while_analysing_lose_nothing(tmp_path: Path):
     require_tool("storescu")
     require_tool("storescp")
@@ -65,24 +53,11 @@ def test_eight_concurrent_associations_while_analysing_lose_nothing(tmp_path: Pa
     groups = [rest[i::ASSOCIATIONS] for i in range(ASSOCIATIONS)]
     sent_uids = set().union(*(s.instance_uids for s in made))
 
-    port, http, pacs_port = free_port(), free_port(), free_port()
-    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, grace_s=1.0,
-                          check_interval_s=0.25, workers=1, http_port=http)
-    add_destination(config, pacs_port, "PACS", outbox="check_interval_s = 0.5")
-    pacs = start_storescp(pacs_port, tmp_path / "pacs", "PACS")
-    log = tmp_path / "node.log"
-    node = NodeProcess(config, port, log).start()
-    index = tmp_path / "var" / "index.sqlite3"
-
-    def query(sql: str, *args):
-        with sqlite3.connect(index) as db:
-            return db.execute(sql, args).fetchall()
-
-    sampler = RssSampler(node.proc.pid).start()
+    run = LoadNode(tmp_path, grace_s=1.0, check_interval_s=0.25,
+                   outbox="check_interval_s = 0.5")
+    query, port, log = run.query, run.port, run.log
     try:
-        wait_for_port(pacs_port)
-        wait_until(lambda: "analysis_process_ready" in log.read_text(), timeout=300,
-                   what="the analysis process ready")
+        run.start()
         first = send_concurrently(port, [early], "CDSS_EGFR")
         wait_until(lambda: query("SELECT 1 FROM jobs WHERE started_at IS NOT NULL"),
                    timeout=60, what="analysis of the earlier series started")
@@ -92,13 +67,11 @@ def test_eight_concurrent_associations_while_analysing_lose_nothing(tmp_path: Pa
         wait_until(lambda: query("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")[0][0]
                    >= 2 * total, timeout=240, what=f"{2 * total} results sent")
         time.sleep(1.0)  # anything extra (a duplicate) would be queued by now
-        found = metrics(http)
-        files = pacs_files(tmp_path / "pacs")
+        found = read_metrics(run.http)
+        files = pacs_files(run.pacs_folder)
     finally:
-        sampler.stop()
-        node.stop()
-        pacs.terminate()
-        pacs.wait(10)
+        run.stop()
+    sampler = run.sampler
 
     # every C-STORE answered Success, and every storescu exited 0
     assert [s.returncode for s in sent] == [0] * len(sent), [s.output[-2000:] for s in sent]
