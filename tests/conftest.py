@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 from dataclasses import dataclass, replace
@@ -16,10 +17,42 @@ from cdss_node.config import (
 REPO = Path(__file__).resolve().parents[1]
 
 
+_ISSUED_PORTS: set[int] = set()
+_PORT_DRAW = random.Random()   # seeded from the OS: two processes draw apart
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections (and to bind(0))."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
+    for host in ("127.0.0.1", ""):        # Orthanc and storescp listen on every address
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, never handed out before in this process, and below the
+    kernel's ephemeral range. bind(0) is not used: Linux gives the same just-closed port to
+    two calls in a row (CI once started Orthanc with its DICOM and HTTP ports equal), and a
+    port from the ephemeral range can be taken by an outgoing connection before the server
+    that was promised it binds."""
+    floor = _ephemeral_floor()
+    low = 20000 if floor > 21000 else 1024
+    for _ in range(1000):
+        port = _PORT_DRAW.randrange(low, floor)
+        if port not in _ISSUED_PORTS and _bindable(port):
+            _ISSUED_PORTS.add(port)
+            return port
+    raise RuntimeError(f"no free TCP port found in {low}..{floor - 1}")
 
 
 def require_tool(name: str) -> str:

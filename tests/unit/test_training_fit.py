@@ -124,11 +124,9 @@ def _distributed_worker(rank: int, world_size: int, port: int, out) -> None:
 
 
 def test_two_processes_train_one_model_with_ddp_and_the_first_writes(tmp_path):
-    import socket
+    from tests.conftest import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     torch.multiprocessing.spawn(_distributed_worker, args=(2, port, tmp_path), nprocs=2)
     first, second = (torch.load(tmp_path / f"weights_of_rank_{r}.pt") for r in (0, 1))
     parameters = [k for k in first if not k.endswith(("running_mean", "running_var", "tracked"))]
