@@ -24,6 +24,7 @@ from cdss_node.pipeline.analyze import analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
 from cdss_node.results import write_result
+from cdss_node.uids import node_device_uid
 
 log = get_logger(__name__)
 
@@ -35,6 +36,7 @@ class Analyzer:
         self.settings = settings
         self.bundle: ModelBundle = load_bundle(settings.bundle_path, device=settings.device)
         self.segmenter: Segmenter = make_segmenter(settings)
+        self.device_uid = device_uid(settings.data_dir)
         if not uses_image(self.bundle.description.architecture):
             torch.set_num_threads(1)  # a small network: more threads only wait on each other
         log.info("analyzer_ready", model_id=self.bundle.model_id, model_sha256=self.bundle.sha256,
@@ -45,6 +47,7 @@ class Analyzer:
         """What /healthz and the status page say of the loaded model (plain, picklable)."""
         return {**asdict(reported_model(self.bundle)), "model_id": self.bundle.model_id,
                 "device": str(self.bundle.device), "segmenter": self.segmenter.name,
+                "device_uid": self.device_uid,
                 "bundle": str(self.bundle.folder)}
 
     def analyze(self, paths: Sequence[Path], out_dir: Path,
@@ -53,7 +56,7 @@ class Analyzer:
         analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
-                                          paths, version)
+                                          paths, version, self.device_uid)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
 
 
@@ -61,6 +64,12 @@ def reported_model(bundle: ModelBundle) -> ReportedModel:
     description = bundle.description
     return ReportedModel(name=description.name, version=description.version,
                          sha256=bundle.sha256, synthetic=description.training_data.synthetic)
+
+
+def device_uid(data_dir: str) -> str | None:
+    """The node's Device UID where its data folder exists (the node, or ``cdss-node analyze``
+    beside it); else None, and each report gets a new one (no folder is made for it)."""
+    return node_device_uid(Path(data_dir)) if data_dir and Path(data_dir).is_dir() else None
 
 
 def make_segmenter(settings: AnalysisSettings) -> Segmenter:

@@ -28,13 +28,15 @@ log = get_logger(__name__)
 
 
 def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedModel,
-                        paths: Sequence[Path], version: Version = Version()) -> list[Path]:
-    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``."""
+                        paths: Sequence[Path], version: Version = Version(),
+                        device_uid: str | None = None) -> list[Path]:
+    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``; the SR's
+    Device Observer UID is ``device_uid`` (the node's), or a new one."""
     headers = series_headers(paths)
     if not headers:
         log.warning("no_dicom_report", reason="no readable DICOM header in the series")
         return []
-    equipment = Equipment(software_version=__version__)
+    equipment = Equipment(software_version=__version__, device_uid=device_uid)
     if analysis.status != "ok":
         report = not_evaluable_report(analysis, model, headers, equipment, version)
         return [_save(report, out_dir, SR_FILE)]

@@ -36,6 +36,7 @@ class Equipment:
 
     software_version: str
     device_serial_number: str = "0"
+    device_uid: str | None = None    # the node's (cdss_node.uids.node_device_uid); None: a new one
 
 
 def result_series_uid(source_series_uid: str, kind: str) -> str:

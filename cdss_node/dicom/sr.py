@@ -166,7 +166,7 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=hd.UID(), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
+            uid=equipment.device_uid or hd.UID(), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
             model_name=MODEL_NAME, serial_number=equipment.device_serial_number))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from cdss_node.jobs import DEFAULT_BUNDLE
@@ -70,6 +71,16 @@ def test_healthz_is_ok_and_names_the_model_the_analysis_process_loaded(monitored
         "index_writable", "disk_headroom", "model_loaded", "scheduler_alive"}
     assert report["model"]["sha256"] == bundle_sha256(read_manifest(DEFAULT_BUNDLE))
     assert report["model"]["synthetic"] is True
+
+
+def test_the_sr_at_the_pacs_names_the_node_s_device_uid_that_healthz_shows(monitored):
+    from tests.integration.test_supersession import device_observer_uid
+
+    device_uid = json.loads(get(monitored["http"], "/healthz")[1])["model"]["device_uid"]
+    assert device_uid == (monitored["tmp"] / "var" / "device_uid").read_text().strip()
+    reports = [ds for ds in map(pydicom.dcmread, (monitored["tmp"] / "pacs").iterdir())
+               if ds.Modality == "SR"]
+    assert [device_observer_uid(sr) for sr in reports] == [device_uid]
 
 
 def test_metrics_count_the_series_its_analysis_its_delivery_and_the_rejection(monitored):

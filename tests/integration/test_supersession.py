@@ -18,8 +18,14 @@ pytestmark = pytest.mark.integration
 SAMPLE = sorted((REPO / "sample_dicom" / "series").glob("*.dcm"))
 
 
+def device_observer_uid(sr) -> str:
+    """TID 1004 row: (121012, DCM, "Device Observer UID") of the report's observation context."""
+    return next(item.UID for item in sr.ContentSequence
+                if item.ConceptNameCodeSequence[0].CodeValue == "121012")
+
+
 def test_second_analysis_supersedes_the_first(tmp_path):
-    analyzer = Analyzer(AnalysisSettings(device="cpu"))
+    analyzer = Analyzer(AnalysisSettings(device="cpu", data_dir=str(tmp_path)))
     analyzer.analyze(SAMPLE, tmp_path / "g1", version=Version(1))
     first_sr = pydicom.dcmread(tmp_path / "g1" / "sr.dcm")
     analyzer.analyze(SAMPLE, tmp_path / "g2", version=Version(2, previous=first_sr))
@@ -31,6 +37,8 @@ def test_second_analysis_supersedes_the_first(tmp_path):
     predecessor = second_sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]\
         .ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == first_sr.SOPInstanceUID
+    node_uid = (tmp_path / "device_uid").read_text().strip()     # one device made both reports
+    assert device_observer_uid(first_sr) == device_observer_uid(second_sr) == node_uid
     assert dciodvfy_errors(tmp_path / "g2" / "sr.dcm") == []
     assert pixelmed_errors(tmp_path / "g2" / "sr.dcm") == []
 
