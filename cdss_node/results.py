@@ -80,7 +80,8 @@ def _series(volume: CTVolume | None) -> dict | None:
     if volume is None:
         return None
     return {"study_uid": volume.study_uid, "series_uid": volume.series_uid,
-            "shape_zyx": list(volume.shape), "spacing_mm_zyx": list(volume.spacing_mm)}
+            "shape_zyx": list(volume.shape), "spacing_mm_zyx": list(volume.spacing_mm),
+            "lossy_compressed": volume.lossy_compressed}
 
 
 def _tumor(tumor: TumorMask | None, volume: CTVolume | None) -> dict | None:

@@ -42,6 +42,8 @@ EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
 INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
+LOSSY_NOTE = (" Computed on lossy-compressed CT images: radiomics and the prediction may differ "
+              "from those of the original images.")
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
                   "weight_kg": Code("kg", "UCUM", "kg")}
 
@@ -88,6 +90,8 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
     impression = (f"AI prediction: {prediction.label}, probability {prediction.probability:.3f} "
                   f"(threshold {prediction.threshold:.3f}), tumor volume "
                   f"{analysis.tumor.volume_mm3 / 1000:.1f} ml.")
+    if analysis.volume.lossy_compressed:
+        impression += LOSSY_NOTE
     return _document(group, _summary(impression, model), [seg, *headers], headers, equipment,
                      version)
 

@@ -125,10 +125,12 @@ def _result(row: SeriesStatus) -> str:
         return row.reason
     if not row.result_file or not Path(row.result_file).is_file():
         return ""
-    prediction = json.loads(Path(row.result_file).read_text()).get("prediction") or {}
+    result = json.loads(Path(row.result_file).read_text())
+    prediction = result.get("prediction") or {}
     if prediction.get("probability") is None:
         return row.reason or ""
-    return f"{prediction['label']} (p = {prediction['probability']:.3f})"
+    lossy = "; lossy-compressed CT" if (result.get("series") or {}).get("lossy_compressed") else ""
+    return f"{prediction['label']} (p = {prediction['probability']:.3f}{lossy})"
 
 
 def _patient(node: "Node", series_uid: str) -> str:

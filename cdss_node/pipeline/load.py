@@ -16,7 +16,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from cdss_node.pipeline.header import header_facts, voi_window
+from cdss_node.pipeline.header import header_facts, lossy_compressed, voi_window
 from cdss_node.pipeline.reasons import NotEvaluableReason as Reason
 from cdss_node.pipeline.records import CTVolume, NotEvaluable
 
@@ -105,6 +105,7 @@ def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume
         series_uid=str(datasets[0].SeriesInstanceUID),
         window=voi_window(datasets[0]),
         header=header_facts(datasets[0]),
+        lossy_compressed=any(map(lossy_compressed, images)),
     )
 
 

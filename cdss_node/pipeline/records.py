@@ -59,6 +59,7 @@ class CTVolume:
     series_uid: str
     window: tuple[float, float] | None               # (centre, width) of the first VOI window
     header: HeaderFacts
+    lossy_compressed: bool = False                   # some slice is, or may be, lossy compressed
 
     def __post_init__(self) -> None:
         hu = self.hu

@@ -196,3 +196,26 @@ def test_an_anonymised_ct_without_type2_identity_still_gets_valid_seg_and_sr(tmp
         result = pydicom.dcmread(out / name, stop_before_pixels=True)
         assert result.PatientBirthDate == "" and result.AccessionNumber == ""
         assert result.PatientID == "SYN0001"
+
+
+def test_a_lossy_compressed_ct_is_flagged_in_result_json_the_sr_and_not_otherwise(tmp_path,
+                                                                                  analysed):
+    """Lossy Image Compression "01" (images decompressed after a lossy step keep it): the
+    impression says so, result.json says so; the sample as sent (lossless) says neither."""
+    import pydicom
+
+    from cdss_node.dicom.sr import LOSSY_NOTE
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for path in sorted(SAMPLE.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.LossyImageCompression = "01"
+        ds.save_as(folder / path.name)
+    out = tmp_path / "out"
+    result = analyze(folder, out)
+    assert result["series"]["lossy_compressed"] is True
+    assert dsr2html_content(out / "sr.dcm")[2].endswith(LOSSY_NOTE.strip())
+    assert dciodvfy_errors(out / "sr.dcm") == []
+    assert analysed[1]["series"]["lossy_compressed"] is False
+    assert LOSSY_NOTE.strip() not in "\n".join(dsr2html_content(analysed[0] / "sr.dcm"))

@@ -187,3 +187,54 @@ def test_every_reason_has_a_code_and_a_sentence():
     codes = [reason.code for reason in Reason]
     assert len(set(codes)) == len(codes)
     assert all(reason.sentence.endswith(".") for reason in Reason)
+
+
+def test_lossy_compressed_series_is_flagged_and_lossless_is_not(series, tmp_path):
+    """A real lossy JPEG 2000 encoding (compression ratio 20), its header set as PS3.3 C.7.6.1.1.5
+    asks of a lossy encoder (pydicom leaves that to the caller); RLE is lossless."""
+    from pydicom.uid import JPEG2000
+
+    paths = copy(series, tmp_path)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(JPEG2000, encoding_plugin="pylibjpeg", j2k_cr=[20],
+                    generate_instance_uid=False)
+        ds.LossyImageCompression, ds.LossyImageCompressionRatio = "01", 20
+        ds.LossyImageCompressionMethod = "ISO_15444_1"
+        ds.save_as(path)
+    lossy, original = load_volume(paths), load_volume(series.files)
+    assert lossy.lossy_compressed and not original.lossy_compressed
+    assert not np.array_equal(lossy.hu, original.hu)              # the encoding really was lossy
+    assert not load_volume(copy_rle(series, tmp_path)).lossy_compressed
+
+
+def copy_rle(series, tmp_path: Path) -> list[Path]:
+    paths = [shutil.copy(p, tmp_path / f"rle_{p.name}") for p in series.files]
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(path)
+    return [Path(p) for p in paths]
+
+
+@pytest.mark.parametrize("syntax, said, lossy", [
+    ("1.2.840.10008.1.2.1", None, False),        # Explicit VR Little Endian
+    ("1.2.840.10008.1.2.1", "01", True),         # decompressed after a lossy step: stays "01"
+    ("1.2.840.10008.1.2.4.50", None, True),      # JPEG Baseline is always lossy
+    ("1.2.840.10008.1.2.4.50", "00", True),
+    ("1.2.840.10008.1.2.4.91", None, True),      # JPEG 2000 may be lossy...
+    ("1.2.840.10008.1.2.4.91", "00", False),     # ...unless the header says it is not
+    ("1.2.840.10008.1.2.4.90", None, False),     # JPEG 2000 lossless only
+    ("1.2.840.10008.1.2.4.70", None, False),     # JPEG Lossless SV1
+])
+def test_lossy_compression_is_read_from_the_header_and_the_transfer_syntax(syntax, said, lossy):
+    from pydicom.dataset import FileMetaDataset
+
+    from cdss_node.pipeline.header import lossy_compressed
+
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    if said is not None:
+        ds.LossyImageCompression = said
+    assert lossy_compressed(ds) is lossy
