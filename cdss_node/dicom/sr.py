@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import highdicom as hd
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -42,6 +43,10 @@ EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
 INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
+# SOP Common's Coding Scheme Identification Sequence: what "99CDSS" (PS3.16 8.2) stands for.
+PRIVATE_SCHEME = CodingSchemeIdentificationItem(
+    P, name="CDSS EGFR node codes (EGFR status, radiomics, clinical inputs, reasons)",
+    responsible_organization=MANUFACTURER)
 LOSSY_NOTE = (" Computed on lossy-compressed CT images: radiomics and the prediction may differ "
               "from those of the original images.")
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
@@ -183,7 +188,7 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
         series_instance_uid=result_series_uid(source_series, "SR"),
         series_number=SR_SERIES_NUMBER, series_description="CDSS EGFR: report",
         sop_instance_uid=hd.UID(), instance_number=version.instance_number,
-        manufacturer=MANUFACTURER, is_complete=True,
+        manufacturer=MANUFACTURER, is_complete=True, coding_schemes=[PRIVATE_SCHEME],
         previous_versions=[version.previous] if version.previous is not None else None,
         contributing_equipment=[_contributing(equipment)])
 

@@ -219,3 +219,32 @@ def test_a_lossy_compressed_ct_is_flagged_in_result_json_the_sr_and_not_otherwis
     assert dciodvfy_errors(out / "sr.dcm") == []
     assert analysed[1]["series"]["lossy_compressed"] is False
     assert LOSSY_NOTE.strip() not in "\n".join(dsr2html_content(analysed[0] / "sr.dcm"))
+
+
+STANDARD_SCHEMES = {"DCM", "SCT", "UCUM", "LN", "RFC5646"}   # PS3.16 Table 8-1
+
+
+def designators(ds) -> set[str]:
+    """Every Coding Scheme Designator used in a dataset's codes, at any depth."""
+    found = set()
+    for element in ds:
+        if element.keyword == "CodingSchemeIdentificationSequence":
+            continue
+        if element.VR == "SQ":
+            for item in element.value:
+                found |= designators(item)
+        elif element.keyword == "CodingSchemeDesignator":
+            found.add(element.value)
+    return found
+
+
+def test_every_private_coding_scheme_of_the_srs_is_declared(analysed, not_evaluable):
+    import pydicom
+
+    for out in (analysed[0], not_evaluable[0]):
+        sr = pydicom.dcmread(out / "sr.dcm")
+        declared = {item.CodingSchemeDesignator: item
+                    for item in sr.CodingSchemeIdentificationSequence}
+        used = designators(sr)
+        assert "99CDSS" in used and used - STANDARD_SCHEMES <= set(declared)
+        assert declared["99CDSS"].CodingSchemeResponsibleOrganization == "CDSS"
