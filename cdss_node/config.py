@@ -163,6 +163,15 @@ class Destination:
     ae_title: str
     host: str
     port: int
+    tls: bool = False       # DICOM over TLS; the peer's certificate must name ``host``
+    tls_ca: str = ""        # PEM CA bundle that signed the peer's certificate; "": the system's
+    tls_cert: str = ""      # PEM certificate the node presents, for a peer that requires one
+    tls_key: str = ""
+
+
+DESTINATION_KEYS = {"name": str, "ae_title": str, "host": str, "port": int}
+DESTINATION_TLS_KEYS = {"tls": bool, "tls_ca": str, "tls_cert": str, "tls_key": str}
+KIND_WORDS = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 @dataclass(frozen=True)
@@ -358,18 +367,20 @@ def _build_destination(where: str, item: Any, problems: list[str]) -> Destinatio
         problems.append(f"{where}: expected a table, found {item!r}")
         return None
     before = len(problems)
-    wanted = {"name": str, "ae_title": str, "host": str, "port": int}
-    for unknown in sorted(set(item) - set(wanted)):
-        problems.append(f"{where}.{unknown}: unknown key (known: {', '.join(wanted)})")
-    for key, kind in wanted.items():
+    known = {**DESTINATION_KEYS, **DESTINATION_TLS_KEYS}
+    for unknown in sorted(set(item) - set(known)):
+        problems.append(f"{where}.{unknown}: unknown key (known: {', '.join(known)})")
+    for key, kind in known.items():
         value = item.get(key)
         if value is None:
-            problems.append(f"{where}.{key}: missing")
-        elif not isinstance(value, kind) or isinstance(value, bool) or value == "":
-            problems.append(f"{where}.{key}: expected a {kind.__name__}, found {value!r}")
+            if key in DESTINATION_KEYS:
+                problems.append(f"{where}.{key}: missing")
+        elif not isinstance(value, kind) or (isinstance(value, bool) != (kind is bool)) or (
+                key in DESTINATION_KEYS and value == ""):
+            problems.append(f"{where}.{key}: expected {KIND_WORDS[kind]}, found {value!r}")
     if len(problems) > before:
         return None
-    destination = Destination(**{k: item[k] for k in wanted})
+    destination = Destination(**{k: item[k] for k in known if k in item})
     problems.extend(f"{where}.{p}" for p in _destination_problems(destination))
     return destination
 
@@ -380,6 +391,17 @@ def _destination_problems(d: Destination) -> list[str]:
         problems.append(f"ae_title: {p}")
     if not 1 <= d.port <= 65535:
         problems.append(f"port: expected an integer in 1..65535, found {d.port}")
+    return problems + _destination_tls_problems(d)
+
+
+def _destination_tls_problems(d: Destination) -> list[str]:
+    files = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(d, name)]
+    problems = [f"{name}: no such file {getattr(d, name)!r}" for name in files
+                if not Path(getattr(d, name)).is_file()]
+    if files and not d.tls:
+        problems.append(f"{files[0]}: set tls = true as well (TLS is off without it)")
+    if bool(d.tls_cert) != bool(d.tls_key):
+        problems.append("tls_cert and tls_key: set both or neither")
     return problems
 
 

@@ -5,6 +5,7 @@ Files are sent as they are on disk (pynetdicom reads the encoded dataset, no re-
 
 from __future__ import annotations
 
+import ssl
 import time
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -45,6 +46,22 @@ class AssociationFailed(RuntimeError):
     pass
 
 
+TLSArgs = tuple[ssl.SSLContext, str]     # pynetdicom's tls_args: context, server host name
+
+
+def client_tls(destination: Destination) -> TLSArgs | None:
+    """The TLS a destination asks for: its certificate checked against ``tls_ca`` (or the
+    system's CAs) and its host name; the node's own certificate presented if configured. Read
+    from the files at each round, so a renewed certificate is taken without a restart."""
+    if not destination.tls:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                         cafile=destination.tls_ca or None)
+    if destination.tls_cert:
+        context.load_cert_chain(destination.tls_cert, destination.tls_key)
+    return context, destination.host
+
+
 def dicom_files(folder: Path) -> list[Path]:
     """Every file under ``folder`` with a DICOM preamble, sorted by name."""
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and _has_preamble(p))
@@ -57,14 +74,16 @@ def _has_preamble(path: Path) -> bool:
 
 
 def store_files(paths: list[Path], ae_title: str, host: str, port: int,
-                calling_aet: str = "CDSS_SCU") -> list[StoreResult]:
-    """One association for all ``paths``; raises AssociationFailed if none can be made."""
+                calling_aet: str = "CDSS_SCU", tls: TLSArgs | None = None) -> list[StoreResult]:
+    """One association for all ``paths`` (over TLS with ``tls``, see ``client_tls``); raises
+    AssociationFailed if none can be made."""
     ae = AE(ae_title=calling_aet)
     for sop_class, syntax in sorted(_contexts(paths)):
         ae.add_requested_context(sop_class, syntax)
-    assoc = ae.associate(host, port, ae_title=ae_title)
+    assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls)
     if not assoc.is_established:
-        raise AssociationFailed(f"{outbox.NO_ASSOCIATION} {ae_title}@{host}:{port}")
+        over = " over TLS" if tls else ""
+        raise AssociationFailed(f"{outbox.NO_ASSOCIATION} {ae_title}@{host}:{port}{over}")
     try:
         return [_send_one(assoc, path) for path in paths]
     finally:
@@ -120,7 +139,8 @@ def _deliver(index: Index, destination: Destination, rows: list[outbox.Delivery]
         return 0
     try:
         results = store_files([Path(r.path) for r in present], destination.ae_title,
-                              destination.host, destination.port, calling_aet)
+                              destination.host, destination.port, calling_aet,
+                              client_tls(destination))
     except (AssociationFailed, OSError, RuntimeError, ValueError) as error:
         _failed(index, present, str(error), policy)
         return 0
@@ -140,7 +160,13 @@ def echo(destination: Destination, calling_aet: str, timeout_s: float = 10.0) ->
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.add_requested_context(Verification)
-    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    try:
+        tls = client_tls(destination)
+    except (OSError, ValueError) as error:      # ssl.SSLError is an OSError
+        log.warning("destination_tls_unusable", destination=destination.name, error=str(error))
+        return False
+    assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                         tls_args=tls)
     if not assoc.is_established:
         return False
     try:

@@ -1,17 +1,29 @@
-"""TLS for real: dcmtk storescu +tls against the node, client certificates required."""
+"""TLS for real, both ways: dcmtk storescu +tls against the node, client certificates required;
+the node sending its results to dcmtk storescp +tls, which requires the node's certificate."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from pynetdicom.sop_class import Comprehensive3DSRStorage, SegmentationStorage
 
-from cdss_node.config import SecuritySection
+from cdss_node.config import Destination, SecuritySection
+from cdss_node.dicom.sender import deliver_due, echo
 from cdss_node.node import Node
-from tests.conftest import node_config, require_tool
+from cdss_node.series import CompletionRule, SeriesTracker
+from cdss_node.store import outbox
+from cdss_node.store.index import Index
+from cdss_node.store.outbox import RetryPolicy
+from cdss_node.store.states import SeriesState
+from tests.conftest import free_port, node_config, require_tool
 from tests.integration.dcmtk import store_responses, storescu
+from tests.integration.nodeproc import wait_for_port
+from tests.integration.test_sender_statuses import dicom_file
+from tests.unit.test_store import record
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +91,71 @@ def test_a_valid_certificate_with_an_unknown_calling_ae_is_rejected(tls_node, sm
     assert "Association Rejected" in result.stdout + result.stderr
     refusals = node.telemetry.recent_refusals()
     assert [(r.what, r.calling_aet) for r in refusals] == [("association", "STRANGER")]
+
+
+# ---------------------------------------------------------------- the node as a TLS client
+
+@pytest.fixture
+def tls_pacs(tmp_path):
+    """dcmtk storescp as a PACS that speaks only TLS and requires a client certificate its
+    CA signed (dcmtk's default, --require-peer-cert)."""
+    pki = make_pki(tmp_path / "pki")
+    port, received = free_port(), tmp_path / "pacs"
+    received.mkdir()
+    pacs = subprocess.Popen(
+        [require_tool("storescp"), "-aet", "PACS", "-od", str(received),
+         "+tls", str(pki / "server.key"), str(pki / "server.crt"), "+cf", str(pki / "ca.crt"),
+         str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port)
+    yield port, pki, received
+    pacs.terminate()
+    pacs.wait(10)
+
+
+def destination(port: int, pki: Path, **tls) -> Destination:
+    settings = {"tls": True, "tls_ca": str(pki / "ca.crt"), "tls_cert": str(pki / "client.crt"),
+                "tls_key": str(pki / "client.key"), **tls}
+    return Destination("pacs", "PACS", "127.0.0.1", port, **settings)
+
+
+def results_waiting(tmp_path: Path) -> Index:
+    """An index with one finished series whose SEG and SR wait in the outbox for "pacs"."""
+    index = Index(tmp_path / "index.sqlite3")
+    files = [dicom_file(tmp_path, "seg.dcm", SegmentationStorage),
+             dicom_file(tmp_path, "sr.dcm", Comprehensive3DSRStorage)]
+    record(index)
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job_id, _, _ = index.claim_job()
+    index.finish_job(job_id, SeriesState.DONE,
+                     deliveries=tuple(("pacs", str(path)) for path in files))
+    return index
+
+
+def test_results_go_to_a_tls_pacs_that_requires_the_node_s_certificate(tmp_path, tls_pacs):
+    port, pki, received = tls_pacs
+    index = results_waiting(tmp_path)
+    assert echo(destination(port, pki), "CDSS_EGFR")
+    assert deliver_due(index, (destination(port, pki),), RetryPolicy(), "CDSS_EGFR") == 2
+    assert outbox.counts(index) == {"sent": 2}
+    assert len(list(received.iterdir())) == 2
+
+
+@pytest.mark.parametrize("wrong", [
+    {"tls_ca": "rogue.crt"},                      # the PACS's certificate is not trusted
+    {"tls_cert": "", "tls_key": ""},              # the node presents no certificate
+    {"tls_cert": "rogue.crt", "tls_key": "rogue.key"},   # one the PACS's CA did not sign
+    {"tls": False, "tls_ca": "", "tls_cert": "", "tls_key": ""},   # plain TCP to a TLS port
+])
+def test_a_tls_destination_that_cannot_be_trusted_gets_nothing_and_results_wait(
+        tmp_path, tls_pacs, wrong):
+    port, pki, received = tls_pacs
+    wrong = {k: str(pki / v) if v and k != "tls" else v for k, v in wrong.items()}
+    bad = destination(port, pki, **wrong)
+    index = results_waiting(tmp_path)
+    assert not echo(bad, "CDSS_EGFR", timeout_s=10)
+    assert deliver_due(index, (bad,), RetryPolicy(), "CDSS_EGFR") == 0
+    assert outbox.counts(index) == {"pending": 2}
+    errors = {row[0] for row in index.query("SELECT last_error FROM outbox")}
+    over_tls = " over TLS" if bad.tls else ""
+    assert errors == {f"{outbox.NO_ASSOCIATION} PACS@127.0.0.1:{port}{over_tls}"}
+    assert list(received.iterdir()) == []

@@ -156,3 +156,39 @@ def test_analysis_problems_are_listed_one_per_line(tmp_path):
 def test_unet_window_reads_as_voxels_or_whole():
     assert unet_window("48x64x64") == (48, 64, 64) and unet_window(" 96X128x128") == (96, 128, 128)
     assert unet_window("whole") is None
+
+
+DESTINATION = '[[destinations]]\nname = "pacs"\nae_title = "PACS"\nhost = "pacs.local"\nport = 2762\n'
+
+
+def test_a_tls_destination_names_its_ca_and_the_node_s_certificate(tmp_path):
+    for name in ("ca.pem", "node.pem", "node.key"):
+        (tmp_path / name).write_text("PEM\n")
+    path = write(tmp_path, DESTINATION + f'tls = true\ntls_ca = "{tmp_path}/ca.pem"\n'
+                 f'tls_cert = "{tmp_path}/node.pem"\ntls_key = "{tmp_path}/node.key"\n')
+    destination = load_config(path, env={}).destinations[0]
+    assert destination.tls and destination.tls_ca == f"{tmp_path}/ca.pem"
+    assert (destination.tls_cert, destination.tls_key) == (f"{tmp_path}/node.pem",
+                                                           f"{tmp_path}/node.key")
+    assert not load_config(write(tmp_path, DESTINATION), env={}).destinations[0].tls
+
+
+@pytest.mark.parametrize("keys, problem", [
+    ('tls = "yes"\n', "destinations[0].tls: expected true or false, found 'yes'"),
+    ('tls = true\ntls_ca = "/nowhere/ca.pem"\n',
+     "destinations[0].tls_ca: no such file '/nowhere/ca.pem'"),
+    ('tls_ca = "{d}/ca.pem"\n', "destinations[0].tls_ca: set tls = true as well (TLS is off "
+     "without it)"),
+    ('tls = true\ntls_cert = "{d}/ca.pem"\n', "destinations[0].tls_cert and tls_key: set both "
+     "or neither"),
+    ('port = true\n', None),      # a bool is no port (TOML: a second port key is an error)
+])
+def test_a_bad_tls_destination_is_a_one_line_problem(tmp_path, keys, problem):
+    (tmp_path / "ca.pem").write_text("PEM\n")
+    text = DESTINATION + keys.format(d=tmp_path)
+    if problem is None:
+        text = text.replace("port = 2762\n", "")
+        problem = "destinations[0].port: expected an integer, found True"
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, text), env={})
+    assert err.value.problems == [problem]
