@@ -213,13 +213,16 @@ class Receiver:
         meta = file_meta(header.sop_class_uid, sop_uid, event.context.transfer_syntax,
                          tally.calling_aet)
         self.spool.write_atomic(path, meta, raw)
-        self.index.record_instance(InstanceRecord(
+        moved_from = self.index.record_instance(InstanceRecord(
             sop_instance_uid=sop_uid, sop_class_uid=header.sop_class_uid,
             study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
             transfer_syntax_uid=event.context.transfer_syntax,
             path=str(path.relative_to(self.spool.root)), size=len(meta) + len(raw),
             association_id=tally.association_id),
             link_association=header.series_uid not in tally.series)
+        if moved_from:      # the same SOP Instance UID, now under another study or series
+            self.spool.remove(moved_from)
+            log.info("instance_moved", sop_instance_uid=sop_uid)
         tally.series.add(header.series_uid)
         tally.stored += 1
         self.telemetry.instances_received.inc()

@@ -159,11 +159,15 @@ class Index:
                           "WHERE sop_instance_uid=?", (sop_instance_uid,))
         return StoredInstance(**dict(rows[0])) if rows else None
 
-    def record_instance(self, rec: InstanceRecord, link_association: bool = True) -> None:
+    def record_instance(self, rec: InstanceRecord, link_association: bool = True) -> str | None:
         """Add or replace an instance and (re)open its series, in one transaction.
-        ``link_association`` False: the association is already tied to the series."""
+        ``link_association`` False: the association is already tied to the series. Returns the
+        spool path the instance had until now if it was another one (it moved to another
+        study or series): that file is no longer referenced."""
         now = time.time()
         with self.transaction() as db:
+            before = db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
+                                (rec.sop_instance_uid,)).fetchone()
             self._touch_series(db, rec, now)
             db.execute(
                 "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
@@ -179,6 +183,7 @@ class Index:
             if rec.association_id is not None and link_association:
                 db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
                            (rec.series_uid, rec.association_id))
+        return before["path"] if before and before["path"] != rec.path else None
 
     def note_association(self, series_uid: str, association_id: int) -> None:
         """A harmless duplicate still ties its series to the association that sent it."""

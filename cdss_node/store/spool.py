@@ -7,6 +7,7 @@ Files are written to ``spool/.tmp`` and renamed into place, so a reader never se
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 from pathlib import Path
@@ -73,6 +74,10 @@ class Spool:
             path.parent.rmdir()  # only succeeds when empty
         except OSError:  # already gone, or the folder is not empty
             pass
+
+    def remove(self, relative_path: str) -> None:
+        """Delete a spooled file the index no longer names, and its series folder once empty."""
+        self.remove_if_older(relative_path, math.inf)
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free

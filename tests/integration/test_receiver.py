@@ -184,3 +184,21 @@ def test_multiframe_ct_sop_classes_are_accepted(node, small_series, tmp_path, so
     result = storescu(node.config.node.port, tmp_path / "multiframe.dcm", extra=("-R",))
     assert store_responses(result) == ["(Success)"], result.stdout + result.stderr
     assert stored_dataset(node, ds.SOPInstanceUID).pixel_array.shape[0] == len(slices)
+
+
+def test_an_instance_sent_again_under_another_series_leaves_no_orphan_file(
+        node, small_series, tmp_path):
+    """The same SOP Instance UID under a new Series Instance UID (a PACS that split a series):
+    the index row moves, the file moves with it, and nothing stays behind in the old folder."""
+    port = node.config.node.port
+    first = small_series.files[0]
+    assert store_responses(storescu(port, first)) == ["(Success)"]
+    ds = pydicom.dcmread(first)
+    old_folder = node.spool.root / ds.StudyInstanceUID / ds.SeriesInstanceUID
+    ds.SeriesInstanceUID = generate_uid()
+    ds.save_as(tmp_path / "moved.dcm")
+    assert store_responses(storescu(port, tmp_path / "moved.dcm")) == ["(Success)"]
+    assert stored_dataset(node, ds.SOPInstanceUID).SeriesInstanceUID == ds.SeriesInstanceUID
+    assert not old_folder.exists()
+    spooled = [p for p in node.spool.root.rglob("*.dcm") if node.spool.tmp not in p.parents]
+    assert [p.name for p in spooled] == [f"{ds.SOPInstanceUID}.dcm"]
