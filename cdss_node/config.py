@@ -375,14 +375,18 @@ def _build_destination(where: str, item: Any, problems: list[str]) -> Destinatio
         if value is None:
             if key in DESTINATION_KEYS:
                 problems.append(f"{where}.{key}: missing")
-        elif not isinstance(value, kind) or (isinstance(value, bool) != (kind is bool)) or (
-                key in DESTINATION_KEYS and value == ""):
+        elif not _is_kind(value, kind) or (key in DESTINATION_KEYS and value == ""):
             problems.append(f"{where}.{key}: expected {KIND_WORDS[kind]}, found {value!r}")
     if len(problems) > before:
         return None
     destination = Destination(**{k: item[k] for k in known if k in item})
     problems.extend(f"{where}.{p}" for p in _destination_problems(destination))
     return destination
+
+
+def _is_kind(value: Any, kind: type) -> bool:
+    """TOML's type is the one wanted; a bool is no integer here (Python says it is)."""
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 
 
 def _destination_problems(d: Destination) -> list[str]:

@@ -30,8 +30,8 @@ DESTINATIONS = """\
 # port = 4242
 # DICOM over TLS to that peer (its certificate must name host):
 # tls = true
-# tls_ca = "/etc/cdss-node/pacs-ca.pem"       # CA that signed the peer's certificate ("" = the system's)
-# tls_cert = "/etc/cdss-node/node.pem"        # the node's certificate, if the peer requires one
+# tls_ca = "/etc/cdss-node/pacs-ca.pem"   # CA of the peer's certificate ("": the system's CAs)
+# tls_cert = "/etc/cdss-node/node.pem"    # the node's certificate, if the peer requires one
 # tls_key = "/etc/cdss-node/node.key"
 """
 
