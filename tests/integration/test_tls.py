@@ -4,7 +4,6 @@ the node sending its results to dcmtk storescp +tls, which requires the node's c
 from __future__ import annotations
 
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,16 +13,14 @@ from pynetdicom.sop_class import Comprehensive3DSRStorage, SegmentationStorage
 from cdss_node.config import Destination, SecuritySection
 from cdss_node.dicom.sender import deliver_due, echo
 from cdss_node.node import Node
-from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store import outbox
 from cdss_node.store.index import Index
 from cdss_node.store.outbox import RetryPolicy
-from cdss_node.store.states import SeriesState
 from tests.conftest import free_port, node_config, require_tool
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import wait_for_port
 from tests.integration.test_sender_statuses import dicom_file
-from tests.unit.test_store import record
+from tests.unit.test_outbox import finished_with_deliveries
 
 pytestmark = pytest.mark.integration
 
@@ -121,13 +118,8 @@ def destination(port: int, pki: Path, **tls) -> Destination:
 def results_waiting(tmp_path: Path) -> Index:
     """An index with one finished series whose SEG and SR wait in the outbox for "pacs"."""
     index = Index(tmp_path / "index.sqlite3")
-    files = [dicom_file(tmp_path, "seg.dcm", SegmentationStorage),
-             dicom_file(tmp_path, "sr.dcm", Comprehensive3DSRStorage)]
-    record(index)
-    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
-    job_id, _, _ = index.claim_job()
-    index.finish_job(job_id, SeriesState.DONE,
-                     deliveries=tuple(("pacs", str(path)) for path in files))
+    finished_with_deliveries(index, [dicom_file(tmp_path, "seg.dcm", SegmentationStorage),
+                                     dicom_file(tmp_path, "sr.dcm", Comprehensive3DSRStorage)])
     return index
 
 

@@ -20,12 +20,13 @@ def index(tmp_path):
     idx.close()
 
 
-def finished_with_deliveries(index) -> None:
+def finished_with_deliveries(index, files=("/r/seg.dcm", "/r/sr.dcm")) -> None:
+    """One series received, completed and analysed; its ``files`` wait for "pacs"."""
     record(index)
     SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
     job_id, _, _ = index.claim_job()
-    assert index.finish_job(job_id, SeriesState.DONE, deliveries=(
-        ("pacs", "/r/seg.dcm"), ("pacs", "/r/sr.dcm")))
+    assert index.finish_job(job_id, SeriesState.DONE,
+                            deliveries=tuple(("pacs", str(path)) for path in files))
 
 
 def test_rows_are_made_with_the_outcome_and_survive_a_restart(tmp_path, index):

@@ -194,27 +194,27 @@ def test_lossy_compressed_series_is_flagged_and_lossless_is_not(series, tmp_path
     asks of a lossy encoder (pydicom leaves that to the caller); RLE is lossless."""
     from pydicom.uid import JPEG2000
 
-    paths = copy(series, tmp_path)
-    for path in paths:
-        ds = pydicom.dcmread(path)
-        ds.compress(JPEG2000, encoding_plugin="pylibjpeg", j2k_cr=[20],
-                    generate_instance_uid=False)
-        ds.LossyImageCompression, ds.LossyImageCompressionRatio = "01", 20
-        ds.LossyImageCompressionMethod = "ISO_15444_1"
-        ds.save_as(path)
+    lossy_header = {"LossyImageCompression": "01", "LossyImageCompressionRatio": 20,
+                    "LossyImageCompressionMethod": "ISO_15444_1"}
+    paths = recompressed(copy(series, tmp_path / "j2k"), JPEG2000, lossy_header,
+                         encoding_plugin="pylibjpeg", j2k_cr=[20])
     lossy, original = load_volume(paths), load_volume(series.files)
     assert lossy.lossy_compressed and not original.lossy_compressed
     assert not np.array_equal(lossy.hu, original.hu)              # the encoding really was lossy
-    assert not load_volume(copy_rle(series, tmp_path)).lossy_compressed
+    rle = recompressed(copy(series, tmp_path / "rle"), RLELossless)
+    assert not load_volume(rle).lossy_compressed
 
 
-def copy_rle(series, tmp_path: Path) -> list[Path]:
-    paths = [shutil.copy(p, tmp_path / f"rle_{p.name}") for p in series.files]
+def recompressed(paths: list[Path], syntax: str, header: dict | None = None,
+                 **options) -> list[Path]:
+    """``paths`` encoded in place in ``syntax``, with ``header`` attributes set after."""
     for path in paths:
         ds = pydicom.dcmread(path)
-        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.compress(syntax, generate_instance_uid=False, **options)
+        for keyword, value in (header or {}).items():
+            setattr(ds, keyword, value)
         ds.save_as(path)
-    return [Path(p) for p in paths]
+    return paths
 
 
 @pytest.mark.parametrize("syntax, said, lossy", [
