@@ -8,6 +8,7 @@ collected, not raised one at a time, so that ``cdss-node check-config`` can list
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -263,10 +264,14 @@ def _parse_env(text: str, default: Any, name: str, problems: list[str]) -> Any:
         return [item.strip() for item in text.split(",") if item.strip()]
     if isinstance(default, (int, float)):
         try:
-            return type(default)(text)
+            value = type(default)(text)
         except ValueError:
             problems.append(f"{name}: expected a number, found {text!r}")
             return default
+        if not math.isfinite(value):    # float() reads nan and inf
+            problems.append(f"{name}: expected a finite number, found {text!r}")
+            return default
+        return value
     return text
 
 
@@ -330,6 +335,8 @@ def _check_number(value: Any, default: Any, meta: Mapping) -> str | None:
         return f"expected {kind}, found {value!r}"
     if isinstance(default, int) and not isinstance(value, int):
         return f"expected {kind}, found {value!r}"
+    if not math.isfinite(value):        # TOML has nan and inf; no key means either
+        return f"expected a finite number, found {value!r}"
     low, high = meta.get("min"), meta.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"

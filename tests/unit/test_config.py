@@ -194,3 +194,22 @@ def test_a_bool_is_no_port(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, text), env={})
     assert err.value.problems == ["destinations[0].port: expected an integer, found True"]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "+nan"])
+def test_nan_and_infinity_are_no_number(tmp_path, text):
+    path = write(tmp_path, f"[series]\ngrace_s = {text}\nquiet_s = {text}\n"
+                 f"[node]\nnetwork_timeout_s = {text}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert err.value.problems == [
+        f"node.network_timeout_s: expected a finite number, found {text.lstrip('+')}",
+        f"series.grace_s: expected a finite number, found {text.lstrip('+')}",
+        f"series.quiet_s: expected a finite number, found {text.lstrip('+')}"]
+
+
+@pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-Infinity"])
+def test_nan_and_infinity_from_the_environment_are_no_number(text):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, env={"CDSS_SERIES_QUIET_S": text})
+    assert err.value.problems == [f"CDSS_SERIES_QUIET_S: expected a finite number, found {text!r}"]
