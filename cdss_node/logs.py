@@ -44,12 +44,20 @@ def _shared_processors() -> list:
     ]
 
 
-def _renderer(fmt: str, stream: TextIO) -> Any:
+def _renderers(fmt: str, stream: TextIO) -> list:
+    """The last processors: console text, or an exception as fields and then a JSON line."""
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
     if fmt == "console":
-        return structlog.dev.ConsoleRenderer(colors=stream.isatty())
-    return structlog.processors.JSONRenderer()
+        return [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    return [EXCEPTION_FIELDS, structlog.processors.JSONRenderer()]
+
+
+# ``exc_info`` (structlog's ``log.exception`` or a standard library logger's) becomes
+# ``exception``: for the error and each cause, exc_type, exc_value and frames (file, line,
+# function). Never the frames' local variables: they may hold a patient's name.
+EXCEPTION_FIELDS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -66,7 +74,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    _renderer(fmt, stream)],
+                    *_renderers(fmt, stream)],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)

@@ -32,3 +32,59 @@ def test_console_format_is_readable():
     configure_logging("info", "console", stream)
     get_logger("test").info("node_started", port=11112)
     assert "node_started" in stream.getvalue() and "port=11112" in stream.getvalue()
+
+
+def fail_with_a_cause():
+    secret_local = "ZZSECRET^LOCAL"  # noqa: F841 (a local must not reach the log)
+    try:
+        {}["missing"]
+    except KeyError as error:
+        raise ValueError("the volume has no slices") from error
+
+
+def logged_exception(stream: io.StringIO) -> dict:
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert "exc_info" not in line and "ZZSECRET" not in stream.getvalue()
+    return line
+
+
+def check_exception(line: dict, event: str) -> None:
+    assert line["event"] == event and line["level"] == "error"
+    error, cause = line["exception"]       # a chained exception: the error, then its cause
+    assert (error["exc_type"], error["exc_value"]) == ("ValueError", "the volume has no slices")
+    assert (cause["exc_type"], cause["is_cause"]) == ("KeyError", True)
+    assert [frame["name"] for frame in error["frames"]][-1] == "fail_with_a_cause"
+    assert all({"filename", "lineno", "name"} <= set(frame) and not frame.get("locals")
+               for frame in error["frames"])
+
+
+def test_a_structlog_exception_carries_its_type_message_and_traceback_as_fields():
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        fail_with_a_cause()
+    except ValueError:
+        get_logger("test").exception("job_failed", job_id=3)
+    line = logged_exception(stream)
+    check_exception(line, "job_failed")
+    assert line["job_id"] == 3
+
+
+def test_a_standard_library_exception_carries_its_type_message_and_traceback_too():
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        fail_with_a_cause()
+    except ValueError:
+        logging.getLogger("some.library").exception("library_failed")
+    check_exception(logged_exception(stream), "library_failed")
+
+
+def test_the_console_format_still_shows_the_traceback():
+    stream = io.StringIO()
+    configure_logging("info", "console", stream)
+    try:
+        fail_with_a_cause()
+    except ValueError:
+        get_logger("test").exception("job_failed")
+    assert "Traceback" in stream.getvalue() and "the volume has no slices" in stream.getvalue()
