@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from dataclasses import replace
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cdss_node.cli_model import add_model_commands
-from cdss_node.config import Config, ConfigError, load_config
+from cdss_node.config import Config, ConfigError, load_config, shown
 from cdss_node.config_default import render_default_config
 from cdss_node.logs import configure_logging, get_logger
 from cdss_node.store import outbox
@@ -74,7 +75,7 @@ def _command(sub, name: str, func, help: str) -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    config = load_config(args.config)
+    config = load_config(args.config, probe_data_dir=True)
     configure_logging(config.logging.level, config.logging.format)
     return config
 
@@ -83,7 +84,7 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    load_config(args.file)  # raises ConfigError, printed by main()
+    load_config(args.file, probe_data_dir=True)  # raises ConfigError, printed by main()
     print(f"{args.file}: OK")
     return 0
 
@@ -99,7 +100,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     config = _config(args)
     os.umask(0o077)   # spool, index and results hold patient data: the node's user only
-    node = Node(config)
+    try:
+        node = Node(config)
+    except (OSError, sqlite3.Error) as exc:    # the data folder changed since it was probed
+        print(f"cdss-node: cannot use node.data_dir {shown(config.node.data_dir)}: {exc}",
+              file=sys.stderr)
+        return EXIT_CONFIG
     try:
         node.start()
     except HttpPortError as exc:

@@ -11,6 +11,8 @@ import dataclasses
 import math
 import os
 import re
+import reprlib
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,22 +212,48 @@ SECTIONS: dict[str, type] = {
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
 
 
+SHOWN_CHARS = 80     # a value quoted in a problem is cut here: one line, whatever the file holds
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for a problem's line, cut to about 80 characters: a string longer than
+    that as its start and ``…(N characters)``; lists and tables nested or long abbreviated."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:SHOWN_CHARS]!r}…({len(value)} characters)"
+    text = _SHORT.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
+def shown_name(name: str) -> str:
+    """A key or section name as the file spells it, cut like ``shown``."""
+    return name if len(name) <= SHOWN_CHARS else f"{name[:SHOWN_CHARS]}…({len(name)} characters)"
+
+
 def ae_title_problem(value: Any) -> str | None:
     """Why ``value`` is not a valid AE title, or None."""
     if not isinstance(value, str) or not _AE_RE.match(value) or not value.strip():
-        return f"expected an AE title (1-16 printable ASCII characters, no backslash), found {value!r}"
+        return ("expected an AE title (1-16 printable ASCII characters, no backslash), "
+                f"found {shown(value)}")
     return None
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (or nothing), apply ``CDSS_*`` overrides, validate; raise ConfigError."""
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, *,
+                probe_data_dir: bool = False) -> Config:
+    """Read ``path`` (or nothing), apply ``CDSS_*`` overrides, validate; raise ConfigError.
+    ``probe_data_dir``: also prove that the node can keep its files in ``node.data_dir``
+    (``check-config`` and ``serve``; it writes and deletes a probe there)."""
     raw = _read_toml(Path(path)) if path else {}
     problems: list[str] = []
     _apply_env(raw, os.environ if env is None else env, problems)
     config = _build(raw, problems)
+    if probe_data_dir and (problem := data_dir_problem(config.node.data_dir)):
+        problems.append(f"node.data_dir: {problem}")
     if problems:
         raise ConfigError(problems)
     return config
@@ -240,6 +268,44 @@ def _read_toml(path: Path) -> dict:
         raise ConfigError([f"cannot be read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"]) from None
+    except RecursionError:      # tomllib recurses once per level of [ and {
+        raise ConfigError(["not valid TOML: arrays or inline tables nested too deeply"]) from None
+    except MemoryError:
+        raise ConfigError(["cannot be read: too large for the memory"]) from None
+
+
+def data_dir_problem(data_dir: str) -> str | None:
+    """Why the node cannot keep its spool, index and results in ``data_dir``, or None. Really
+    tried, since permission bits say nothing to root (a read-only mount, /proc, a file): the
+    missing folders are made, a file is created in the last, and all of it is removed again."""
+    if "\0" in data_dir:
+        return f"expected a path without NUL characters, found {shown(data_dir)}"
+    folder = Path(os.path.abspath(data_dir))      # ".." resolved as the text says
+    chain = (folder, *folder.parents)
+    existing = next(p for p in chain if os.path.lexists(p))
+    if not existing.is_dir():
+        return f"{shown(str(existing))} is not a folder"
+    try:
+        _probe(list(reversed(chain[:chain.index(existing)])), folder)
+    except OSError as error:
+        return f"cannot create or write in {shown(data_dir)}: {error.strerror or error}"
+    return None
+
+
+def _probe(missing: list[Path], folder: Path) -> None:
+    """Make the ``missing`` folders (outermost first), create and delete a file in ``folder``,
+    remove the folders made."""
+    made: list[Path] = []
+    try:
+        for path in missing:
+            path.mkdir()
+            made.append(path)
+        fd, name = tempfile.mkstemp(prefix=".cdss-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    finally:
+        for path in reversed(made):
+            path.rmdir()
 
 
 def _apply_env(raw: dict, env: Mapping[str, str], problems: list[str]) -> None:
@@ -258,7 +324,7 @@ def _parse_env(text: str, default: Any, name: str, problems: list[str]) -> Any:
             return True
         if text.lower() in ("0", "false", "no", "off"):
             return False
-        problems.append(f"{name}: expected true or false, found {text!r}")
+        problems.append(f"{name}: expected true or false, found {shown(text)}")
         return default
     if isinstance(default, list):
         return [item.strip() for item in text.split(",") if item.strip()]
@@ -266,10 +332,10 @@ def _parse_env(text: str, default: Any, name: str, problems: list[str]) -> Any:
         try:
             value = type(default)(text)
         except ValueError:
-            problems.append(f"{name}: expected a number, found {text!r}")
+            problems.append(f"{name}: expected a number, found {shown(text)}")
             return default
         if not math.isfinite(value):    # float() reads nan and inf
-            problems.append(f"{name}: expected a finite number, found {text!r}")
+            problems.append(f"{name}: expected a finite number, found {shown(text)}")
             return default
         return value
     return text
@@ -277,12 +343,13 @@ def _parse_env(text: str, default: Any, name: str, problems: list[str]) -> Any:
 
 def _build(raw: dict, problems: list[str]) -> Config:
     for unknown in sorted(set(raw) - set(SECTIONS) - {"destinations"}):
-        problems.append(f"{unknown}: unknown section (known: {', '.join(SECTIONS)}, destinations)")
+        problems.append(f"{shown_name(unknown)}: unknown section "
+                        f"(known: {', '.join(SECTIONS)}, destinations)")
     sections = {}
     for name, cls in SECTIONS.items():
         table = raw.get(name, {})
         if not isinstance(table, dict):
-            problems.append(f"{name}: expected a table [{name}], found {table!r}")
+            problems.append(f"{name}: expected a table [{name}], found {shown(table)}")
             table = {}
         sections[name] = _build_section(name, cls, table, problems)
     destinations = _build_destinations(raw.get("destinations", []), problems)
@@ -294,7 +361,8 @@ def _build(raw: dict, problems: list[str]) -> Config:
 def _build_section(section: str, cls: type, table: dict, problems: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for unknown in sorted(set(table) - set(fields)):
-        problems.append(f"{section}.{unknown}: unknown key (known: {', '.join(fields)})")
+        problems.append(f"{section}.{shown_name(unknown)}: unknown key "
+                        f"(known: {', '.join(fields)})")
     values = {}
     for name, f in fields.items():
         if name in table:
@@ -316,31 +384,31 @@ def _check_value(value: Any, f: dataclasses.Field) -> str | None:
     default = field_default(f)
     meta = f.metadata
     if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"expected true or false, found {value!r}"
+        return None if isinstance(value, bool) else f"expected true or false, found {shown(value)}"
     if isinstance(default, (int, float)):
         return _check_number(value, default, meta)
     if isinstance(default, list):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return None if ok else f"expected a list of strings, found {value!r}"
+        return None if ok else f"expected a list of strings, found {shown(value)}"
     if not isinstance(value, str):
-        return f"expected a string, found {value!r}"
+        return f"expected a string, found {shown(value)}"
     if "choices" in meta and value not in meta["choices"]:
-        return f"expected one of {', '.join(meta['choices'])}, found {value!r}"
+        return f"expected one of {', '.join(meta['choices'])}, found {shown(value)}"
     return None
 
 
 def _check_number(value: Any, default: Any, meta: Mapping) -> str | None:
     kind = "an integer" if isinstance(default, int) else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected {kind}, found {value!r}"
+        return f"expected {kind}, found {shown(value)}"
     if isinstance(default, int) and not isinstance(value, int):
-        return f"expected {kind}, found {value!r}"
+        return f"expected {kind}, found {shown(value)}"
     if not math.isfinite(value):        # TOML has nan and inf; no key means either
-        return f"expected a finite number, found {value!r}"
+        return f"expected a finite number, found {shown(value)}"
     low, high = meta.get("min"), meta.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"{low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
-        return f"expected {kind} in {bounds}, found {value!r}"
+        return f"expected {kind} in {bounds}, found {shown(value)}"
     return None
 
 
@@ -355,7 +423,7 @@ def _coerce(value: Any, f: dataclasses.Field) -> Any:
 
 def _build_destinations(items: Any, problems: list[str]) -> tuple[Destination, ...]:
     if not isinstance(items, list):
-        problems.append(f"destinations: expected [[destinations]] tables, found {items!r}")
+        problems.append(f"destinations: expected [[destinations]] tables, found {shown(items)}")
         return ()
     built = []
     for i, item in enumerate(items):
@@ -365,25 +433,26 @@ def _build_destinations(items: Any, problems: list[str]) -> tuple[Destination, .
             built.append(destination)
     names = [d.name for d in built]
     for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"destinations: name {name!r} is used more than once")
+        problems.append(f"destinations: name {shown(name)} is used more than once")
     return tuple(built)
 
 
 def _build_destination(where: str, item: Any, problems: list[str]) -> Destination | None:
     if not isinstance(item, dict):
-        problems.append(f"{where}: expected a table, found {item!r}")
+        problems.append(f"{where}: expected a table, found {shown(item)}")
         return None
     before = len(problems)
     known = {**DESTINATION_KEYS, **DESTINATION_TLS_KEYS}
     for unknown in sorted(set(item) - set(known)):
-        problems.append(f"{where}.{unknown}: unknown key (known: {', '.join(known)})")
+        problems.append(f"{where}.{shown_name(unknown)}: unknown key "
+                        f"(known: {', '.join(known)})")
     for key, kind in known.items():
         value = item.get(key)
         if value is None:
             if key in DESTINATION_KEYS:
                 problems.append(f"{where}.{key}: missing")
         elif not _is_kind(value, kind) or (key in DESTINATION_KEYS and value == ""):
-            problems.append(f"{where}.{key}: expected {KIND_WORDS[kind]}, found {value!r}")
+            problems.append(f"{where}.{key}: expected {KIND_WORDS[kind]}, found {shown(value)}")
     if len(problems) > before:
         return None
     destination = Destination(**{k: item[k] for k in known if k in item})
@@ -407,7 +476,7 @@ def _destination_problems(d: Destination) -> list[str]:
 
 def _destination_tls_problems(d: Destination) -> list[str]:
     files = [name for name in ("tls_ca", "tls_cert", "tls_key") if getattr(d, name)]
-    problems = [f"{name}: no such file {getattr(d, name)!r}" for name in files
+    problems = [f"{name}: no such file {shown(getattr(d, name))}" for name in files
                 if not Path(getattr(d, name)).is_file()]
     if files and not d.tls:
         problems.append(f"{files[0]}: set tls = true as well (TLS is off without it)")
@@ -434,11 +503,11 @@ def _cross_checks(config: Config) -> list[str]:
 def _analysis_problems(analysis: AnalysisSection) -> list[str]:
     problems = []
     if analysis.bundle and not (Path(analysis.bundle) / "manifest.json").is_file():
-        problems.append(f"analysis.bundle: no manifest.json in {analysis.bundle!r}")
+        problems.append(f"analysis.bundle: no manifest.json in {shown(analysis.bundle)}")
     if analysis.segmenter == "lungtumormask" and not analysis.unet_weights:
         problems.append("analysis.unet_weights: needed by segmenter = \"lungtumormask\"")
     if analysis.unet_weights and not Path(analysis.unet_weights).is_file():
-        problems.append(f"analysis.unet_weights: no such file {analysis.unet_weights!r}")
+        problems.append(f"analysis.unet_weights: no such file {shown(analysis.unet_weights)}")
     try:
         unet_window(analysis.unet_window)
     except ValueError as error:
@@ -453,7 +522,8 @@ def unet_window(text: str) -> tuple[int, int, int] | None:
     parts = text.lower().replace(" ", "").split("x")
     if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 and int(p) % 16 == 0
                                   for p in parts):
-        raise ValueError(f"expected 'whole' or three multiples of 16 as ZxYxX, found {text!r}")
+        raise ValueError("expected 'whole' or three multiples of 16 as ZxYxX, "
+                         f"found {shown(text)}")
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
 
 
@@ -466,5 +536,5 @@ def _tls_problems(sec: SecuritySection) -> list[str]:
     for name in ("tls_cert", "tls_key", "tls_ca"):
         path = getattr(sec, name)
         if path and not Path(path).is_file():
-            problems.append(f"security.{name}: no such file {path!r}")
+            problems.append(f"security.{name}: no such file {shown(path)}")
     return problems

@@ -67,6 +67,33 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr.strip().splitlines()[-1]
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cdss_node", *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("data_dir", ["a_file", "a_file/var", "/proc", "/proc/cdss"])
+def test_an_unusable_data_dir_is_one_line_and_exit_2_from_check_config_and_serve(tmp_path,
+                                                                                 data_dir):
+    (tmp_path / "a_file").write_text("not a folder\n")
+    config = write_config(tmp_path / "node.toml", tmp_path / data_dir, free_port())
+    for args in (("check-config", config), ("--config", config, "serve")):
+        result = cli(*args)
+        assert (result.returncode, result.stdout) == (2, ""), result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"{config}: node.data_dir: ") and "Traceback" not in line
+
+
+def test_toml_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text("[node]\nport = " + "[" * 5000 + "]" * 5000 + "\n")
+    for args in (("check-config", config), ("--config", config, "serve")):
+        result = cli(*args)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"{config}: not valid TOML: arrays or inline tables nested too deeply"]
+
+
 def test_status_without_index_says_so(tmp_path):
     config = write_config(tmp_path / "node.toml", tmp_path / "nothing", free_port())
     result = subprocess.run([sys.executable, "-m", "cdss_node", "--config", str(config),

@@ -213,3 +213,56 @@ def test_nan_and_infinity_from_the_environment_are_no_number(text):
     with pytest.raises(ConfigError) as err:
         load_config(None, env={"CDSS_SERIES_QUIET_S": text})
     assert err.value.problems == [f"CDSS_SERIES_QUIET_S: expected a finite number, found {text!r}"]
+
+
+def file_in(tmp_path: Path) -> str:
+    (tmp_path / "a_file").write_text("not a folder\n")
+    return str(tmp_path / "a_file")
+
+
+@pytest.mark.parametrize("data_dir, problem", [
+    (file_in, "'{d}/a_file' is not a folder"),
+    (lambda d: file_in(d) + "/var", "'{d}/a_file' is not a folder"),
+    (lambda d: "/proc", "cannot create or write in '/proc': No such file or directory"),
+    (lambda d: "/proc/cdss/var", "cannot create or write in '/proc/cdss/var': No such file or "
+                                 "directory"),
+])
+def test_a_data_dir_that_cannot_hold_files_is_one_line_from_check_config(tmp_path, capsys,
+                                                                         data_dir, problem):
+    path = write(tmp_path, f'[node]\ndata_dir = "{data_dir(tmp_path)}"\n')
+    assert load_config(path, env={}).node.data_dir    # only a probe finds it
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: node.data_dir: {problem.format(d=tmp_path)}"]
+
+
+def test_the_data_dir_probe_makes_missing_folders_and_leaves_nothing_behind(tmp_path, capsys):
+    (tmp_path / "var").mkdir()
+    for data_dir in (tmp_path / "var", tmp_path / "new" / "er" / ".." / "var"):
+        path = write(tmp_path, f'[node]\ndata_dir = "{data_dir}"\n')
+        assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node.toml", "var"]
+    assert list((tmp_path / "var").iterdir()) == []
+
+
+def test_a_long_value_or_name_is_cut_in_its_problem(tmp_path):
+    long, name = "A" * 10_000_000, "k" * 100_000
+    path = write(tmp_path, f'[node]\nae_title = "{long}"\n{name} = 1\n[{name}]\n'
+                 f'[series]\ngrace_s = ["{name}", [[[[1]]]], 2, 3, 4, 5, 6, 7]\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={"CDSS_NODE_PORT": long})
+    assert len(err.value.problems) == 5
+    assert all(len(p) < 400 for p in err.value.problems), [len(p) for p in err.value.problems]
+    shown = "'" + "A" * 80 + "'…(10000000 characters)"
+    assert "CDSS_NODE_PORT: expected a number, found " + shown in err.value.problems
+    assert any(p.startswith("node." + "k" * 80 + "…(100000 characters): unknown key (known: ")
+               for p in err.value.problems)
+    assert "node.ae_title: expected an AE title (1-16 printable ASCII characters, no " \
+           "backslash), found " + shown in err.value.problems
+
+
+def test_toml_nested_too_deeply_is_one_line_and_exit_2(tmp_path, capsys):
+    path = write(tmp_path, "a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}: not valid TOML: arrays or inline tables nested too deeply"]
