@@ -1,7 +1,9 @@
 """``/healthz``: is the node able to do its job right now?
 
-Checks, each ``ok`` or not with a one-line detail: the index takes a write; the disk has more
-free space than the reserve (below it C-STORE answers 0xA700); the model is loaded and hashed
+Checks, each ``ok`` or not with a one-line detail: the index takes a write; the spool takes a
+file as the receiver writes one (created in its temporary folder, written, renamed, deleted: when
+it cannot, for want of inodes, a read-only disk or a broken folder, C-STORE answers 0xA700); the
+disk has more free space than the reserve (below it, 0xA700 too); the model is loaded and hashed
 by the analysis process; the scheduler runs its periodic work. The answer is 200 when every
 check passes, else 503, with the active model's identity and the last error (for reading, not
 counted against health).
@@ -9,6 +11,7 @@ counted against health).
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
     from cdss_node.node import Node
 
 STALE_FACTOR, STALE_MIN_S = 10, 5.0   # the completion check is late beyond max(10 x interval, 5 s)
+PROBE_PREFIX = ".healthz-"            # the spool probe's name; start-up removes a leftover one
+_probes = itertools.count()           # concurrent requests probe with files of their own
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class Check:
 
 
 def health(node: "Node") -> dict:
-    checks = [_index_writable(node), _disk_headroom(node), _model(node), _scheduler(node)]
+    checks = [_index_writable(node), _spool_writable(node), _disk_headroom(node), _model(node),
+              _scheduler(node)]
     return {"status": "ok" if all(c.ok for c in checks) else "unhealthy",
             "checks": [asdict(c) for c in checks], "model": node.loaded_model,
             "last_error": last_error(node)}
@@ -41,6 +47,19 @@ def _index_writable(node: "Node") -> Check:
     except Exception as error:   # sqlite3.Error, OSError: reported, never raised
         return Check("index_writable", False, f"{type(error).__name__}: {error}")
     return Check("index_writable", True, str(node.index.path))
+
+
+def _spool_writable(node: "Node") -> Check:
+    """The receiver's own write (temporary file, rename) of a small file, then its deletion."""
+    root = node.spool.root
+    probe = root / f"{PROBE_PREFIX}{next(_probes)}"
+    try:
+        node.spool.write_atomic(probe, b"healthz\n")
+        probe.unlink()
+    except OSError as error:
+        return Check("spool_writable", False, f"cannot write a file in {root}: "
+                     f"{error.strerror or error}: C-STORE is refused with 0xA700")
+    return Check("spool_writable", True, f"a file was written, renamed and deleted in {root}")
 
 
 def _disk_headroom(node: "Node") -> Check:

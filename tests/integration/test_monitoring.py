@@ -68,7 +68,8 @@ def test_healthz_is_ok_and_names_the_model_the_analysis_process_loaded(monitored
     report = json.loads(body)
     assert status == 200 and report["status"] == "ok", report
     assert {c["name"] for c in report["checks"] if c["ok"]} == {
-        "index_writable", "disk_headroom", "model_loaded", "scheduler_alive"}
+        "index_writable", "spool_writable", "disk_headroom", "model_loaded",
+        "scheduler_alive"}
     assert report["model"]["sha256"] == bundle_sha256(read_manifest(DEFAULT_BUNDLE))
     assert report["model"]["synthetic"] is True
 
@@ -178,6 +179,26 @@ def test_a_disk_below_the_reserve_is_refused_0xA700_counted_listed_and_unhealthy
     reserve = (("reason", "disk below the configured reserve"), ("status", "0xa700"))
     assert metrics[("cdss_store_refusals_total", reserve)] >= 1
     assert "0xa700" in page and "disk below the configured reserve" in page
+
+
+def test_a_spool_that_cannot_take_a_file_is_refused_0xA700_and_unhealthy(node, small_series):
+    """Bytes free but no file can be made (inodes used up, a read-only remount, a broken
+    folder): root ignores permission bits, so the spool's temporary folder becomes a file."""
+    wait_until(lambda: get(node.http.port, "/healthz")[0] == 200, timeout=30, interval=0.1,
+               what="a healthy node")
+    shutil.rmtree(node.spool.tmp)
+    node.spool.tmp.write_text("not a folder\n")
+    responses = store_responses(storescu(node.config.node.port, small_series.files[0]))
+    status, body = get(node.http.port, "/healthz")
+    assert responses == ["(Refused: OutOfResources)"]
+    failing = [c for c in json.loads(body)["checks"] if not c["ok"]]
+    assert status == 503 and [c["name"] for c in failing] == ["spool_writable"]
+    assert failing[0]["detail"] == (f"cannot write a file in {node.spool.root}: Not a directory: "
+                                    "C-STORE is refused with 0xA700")
+    node.spool.tmp.unlink()
+    node.spool.tmp.mkdir()
+    assert get(node.http.port, "/healthz")[0] == 200
+    assert [p.name for p in node.spool.root.iterdir()] == [".tmp"]    # no probe left behind
 
 
 def test_the_page_names_the_patient_only_when_configured(tmp_path, small_series):
