@@ -1,11 +1,13 @@
 """The HTTP side port: ``GET /healthz`` (JSON; 200 healthy, 503 not), ``GET /metrics``
 (Prometheus text) and ``GET /`` (the status page). Read-only; anything else is 404 or 405.
 Runs in a thread of the node's own process; a failing page answers 500 and is logged, it never
-stops the node."""
+stops the node. Nothing of http.server reaches stderr on its own: a client that leaves before its
+answer is one debug line (``http_client_gone``), any other error a logged exception."""
 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Callable
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from cdss_node.node import Node
 
 log = get_logger(__name__)
+SHOWN = 200    # characters of a request line a peer sent that reach the log
 
 
 def _routes(node: "Node") -> dict[str, Callable[[], tuple[int, str, bytes]]]:
@@ -38,6 +41,18 @@ class HttpPortError(OSError):
     """The HTTP side port cannot be opened (in use, no permission)."""
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """Called inside ``except``; http.server would print the traceback to stderr."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):   # reset, broken pipe
+            log.debug("http_client_gone", peer=client_address[0], error=type(error).__name__)
+        else:
+            log.exception("http_error", peer=client_address[0])
+
+
 class HttpServer:
     def __init__(self, node: "Node"):
         self.node = node
@@ -52,12 +67,10 @@ class HttpServer:
     def start(self) -> None:
         http = self.node.config.http
         try:
-            self._server = ThreadingHTTPServer((http.host, http.port),
-                                               _handler(_routes(self.node)))
+            self._server = _Server((http.host, http.port), _handler(_routes(self.node)))
         except OSError as error:
             raise HttpPortError(f"cannot open the HTTP port {http.host}:{http.port} "
                                 f"([http] port): {error.strerror or error}") from None
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="cdss-http",
                                         daemon=True)
         self._thread.start()
@@ -96,8 +109,15 @@ def _handler(routes: dict[str, Callable[[], tuple[int, str, bytes]]]) -> type:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args) -> None:   # scrapes every 15 s: debug only
-            log.debug("http_request", request=self.requestline, status=args[1] if len(args) > 1
-                      else None)
+        def log_request(self, code="-", size="-") -> None:   # scrapes every 15 s: debug only
+            log.debug("http_request", request=self.requestline[:SHOWN],
+                      status=getattr(code, "value", code))
+
+        def log_error(self, format: str, *args) -> None:    # a request it could not read
+            log.debug("http_bad_request", peer=self.client_address[0],
+                      error=(format % args)[:SHOWN])
+
+        def log_message(self, format: str, *args) -> None:  # anything else: never stderr
+            log.debug("http_message", message=(format % args)[:SHOWN])
 
     return Handler

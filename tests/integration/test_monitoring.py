@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import struct
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -199,6 +202,48 @@ def test_a_spool_that_cannot_take_a_file_is_refused_0xA700_and_unhealthy(node, s
     node.spool.tmp.mkdir()
     assert get(node.http.port, "/healthz")[0] == 200
     assert [p.name for p in node.spool.root.iterdir()] == [".tmp"]    # no probe left behind
+
+
+def reset(connection: socket.socket) -> None:
+    """Close with a TCP reset, as a client that gives up does."""
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()
+
+
+def handled(log: Path) -> int:
+    """Clients gone, as the node logs them, or as http.server printed them before."""
+    text = log.read_text()
+    return text.count("http_client_gone") + text.count("Exception occurred during processing")
+
+
+def test_clients_that_leave_early_are_one_json_line_each_and_no_traceback(tmp_path):
+    port, http = free_port(), free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, http_port=http,
+                          level="debug")
+    node = NodeProcess(config, port, tmp_path / "node.log").start()   # stdout and stderr
+    try:
+        wait_for_port(http)
+        for request, close in [(b"GET /healthz HTTP/1.1\r\nHost: node\r\n", reset),
+                               (b"GET / HTTP/1.1\r\nHost: node\r\n\r\n", reset),
+                               (b"GET /healthz HTTP/1.1\r\n", socket.socket.close),
+                               (b"GET /metrics HTTP/1.1\r\n\r\n", socket.socket.close)]:
+            with socket.create_connection(("127.0.0.1", http)) as client:
+                client.sendall(request)
+                if not request.endswith(b"\r\n\r\n"):
+                    time.sleep(0.2)          # the node waits for the rest of the request
+                close(client)
+        wait_until(lambda: handled(tmp_path / "node.log") >= 2, timeout=30, interval=0.1,
+                   what="the two clients that reset gone")   # the others may leave unnoticed
+        assert get(http, "/healthz")[0] == 200
+        time.sleep(0.5)
+    finally:
+        assert node.stop() == 0
+    lines = (tmp_path / "node.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines]     # every line is JSON
+    gone = [e for e in events if e["event"] == "http_client_gone"]
+    assert len(gone) >= 2 and {e["error"] for e in gone} <= {"ConnectionResetError",
+                                                             "BrokenPipeError"}
+    assert all(e["level"] == "debug" and "exception" not in e for e in gone)
 
 
 def test_the_page_names_the_patient_only_when_configured(tmp_path, small_series):
