@@ -12,6 +12,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from cdss_node.config import Config
 from cdss_node.dicom.receiver import Receiver
 from cdss_node.dicom.sender import DestinationProbe, deliver_due
+from cdss_node.dicom.spooled import spooled_record
 from cdss_node.logs import get_logger
 from cdss_node.monitor.metrics import IndexCollector
 from cdss_node.monitor.server import HttpServer
@@ -19,6 +20,7 @@ from cdss_node.monitor.telemetry import Telemetry
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
 from cdss_node.store import outbox
+from cdss_node.store.orphans import recover_orphans, remove_stale_parts
 from cdss_node.store.retention import purge_finished_series, purge_results
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
@@ -57,9 +59,11 @@ class Node:
     def start(self) -> None:
         report = self.index.recover()
         partial = self.spool.clean_tmp()
+        orphans = recover_orphans(self.index, self.spool, spooled_record)
         log.info("node_recovered", associations_closed=report.associations_closed,
                  jobs_requeued=report.jobs_requeued, series_requeued=report.series_requeued,
-                 partial_files_removed=partial, results_due_now=outbox.make_due(self.index))
+                 partial_files_removed=partial, orphans_indexed=orphans.indexed,
+                 orphans_removed=orphans.removed, results_due_now=outbox.make_due(self.index))
         if self.http:
             self.http.start()       # first: a port in use stops the start before anything runs
         self._schedule_periodic()
@@ -117,6 +121,7 @@ class Node:
         deliver_due(self.index, self.config.destinations, self.retry_policy, aet)
 
     def _retention(self) -> None:
+        remove_stale_parts(self.spool)
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)
         purge_results(self.index, self.config.data_path.resolve() / RESULTS_DIR,
                       self.config.store.results_retention_days)

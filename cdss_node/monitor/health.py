@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from cdss_node.store import outbox
+from cdss_node.store.orphans import PROBE_PREFIX    # start-up deletes a probe left behind
 
 if TYPE_CHECKING:
     from cdss_node.node import Node
 
 STALE_FACTOR, STALE_MIN_S = 10, 5.0   # the completion check is late beyond max(10 x interval, 5 s)
-PROBE_PREFIX = ".healthz-"            # the spool probe's name; start-up removes a leftover one
 _probes = itertools.count()           # concurrent requests probe with files of their own
 
 

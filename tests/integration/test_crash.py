@@ -76,3 +76,43 @@ def test_kill_9_mid_series_loses_no_acknowledged_instance(tmp_path):
     assert not list((tmp_path / "var" / "spool" / ".tmp").iterdir())
     index.close()
     assert node.stop() == 0
+
+
+def test_an_instance_renamed_into_the_spool_but_never_indexed_is_indexed_at_restart(tmp_path):
+    """A crash between the receiver's rename and its index commit leaves a file no row names;
+    retention deletes only what the index names, so it would stay forever. The restarted node
+    indexes it into its series (the series completes with it) and deletes an unreadable one."""
+    from cdss_node.node import Node
+    from tests.conftest import node_config
+    from tests.integration.dcmtk import store_responses, storescu
+
+    series = write_series(tmp_path / "series", rows=64, slices=8)
+    config = node_config(tmp_path / "var")
+    node = Node(config)
+    node.start()
+    try:
+        assert store_responses(storescu(config.node.port, *series.files[:6])) == ["(Success)"] * 6
+        assert node.wait_until_settled(30)
+    finally:
+        node.stop()
+    spool = tmp_path / "var" / "spool"
+    [study] = [p for p in spool.iterdir() if p.name != ".tmp"]
+    [folder] = list(study.iterdir())
+    header = pydicom.dcmread(series.files[6], stop_before_pixels=True)
+    orphan = folder / f"{header.SOPInstanceUID}.dcm"
+    orphan.write_bytes(series.files[6].read_bytes())          # renamed, then the crash
+    broken = folder / "1.2.3.4.dcm"
+    broken.write_bytes(series.files[7].read_bytes()[:300])    # a damaged file
+    node = Node(config)
+    node.start()
+    try:
+        assert node.wait_until_settled(30)
+        rows = node.index.query("SELECT s.state, (SELECT COUNT(*) FROM instances i WHERE "
+                                "i.series_uid=s.series_uid) AS n FROM series s")
+        path = node.index.query("SELECT path FROM instances WHERE sop_instance_uid=?",
+                                (header.SOPInstanceUID,))
+    finally:
+        node.stop()
+    assert [(r["state"], r["n"]) for r in rows] == [("queued", 7)]
+    assert path[0]["path"] == str(orphan.relative_to(spool))
+    assert orphan.is_file() and not broken.exists()
