@@ -2,7 +2,8 @@
 
 Spool: instances of series whose analysis finished ``[store] retention_days`` ago leave the
 disk. The series row stays (with ``purged_at``), so ``cdss-node status`` can still say what
-happened. Series still receiving, queued or processing are never purged.
+happened. Series still receiving, queued or processing are never purged. A series received
+again after its purge is purged again (its instances are newer than ``purged_at``).
 
 Results: an analysis' folder (``results/<series>/g<n>``: SEG, SR, result.json, mask) leaves the
 disk ``[store] results_retention_days`` after it was last written, once every destination has
@@ -23,6 +24,7 @@ from cdss_node.store.states import FINISHED
 
 log = get_logger(__name__)
 _MARKS = ",".join("?" * len(FINISHED))
+_NOT_PURGED = "(purged_at IS NULL OR purged_at < updated_at)"   # or received again since
 
 
 def purge_finished_series(index: Index, spool: Spool, retention_days: int,
@@ -32,7 +34,7 @@ def purge_finished_series(index: Index, spool: Spool, retention_days: int,
     cutoff = now - retention_days * 86400
     rows = index.query(
         f"SELECT series_uid FROM series WHERE state IN ({_MARKS}) "
-        "AND updated_at < ? AND purged_at IS NULL", (*FINISHED, cutoff))
+        f"AND updated_at < ? AND {_NOT_PURGED}", (*FINISHED, cutoff))
     purged = [row["series_uid"] for row in rows if _purge(index, spool, row["series_uid"],
                                                           cutoff)]
     for series_uid in purged:
@@ -46,7 +48,7 @@ def _purge(index: Index, spool: Spool, series_uid: str, cutoff: float) -> bool:
     started = time.time()
     with index.transaction() as db:
         cur = db.execute(f"UPDATE series SET purged_at=? WHERE series_uid=? AND state IN "
-                         f"({_MARKS}) AND updated_at < ? AND purged_at IS NULL",
+                         f"({_MARKS}) AND updated_at < ? AND {_NOT_PURGED}",
                          (started, series_uid, *FINISHED, cutoff))
         if cur.rowcount != 1:
             return False

@@ -226,3 +226,22 @@ def test_an_index_of_an_older_node_gains_the_new_columns(tmp_path):
     index = Index(tmp_path / "old.sqlite3")
     assert index.query("SELECT state, result_file FROM jobs")[0][:] == ("done", None)
     index.close()
+
+
+def test_a_series_received_again_after_its_purge_is_purged_again(tmp_path, index):
+    spool = Spool(tmp_path / "spool")
+
+    def receive_and_finish(sop: str) -> None:
+        spool.write_atomic(spool.instance_path("1.2", "1.2.3", sop), b"x")
+        record(index, sop)
+        SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+        job_id, _, _ = index.claim_job()
+        index.finish_job(job_id, SeriesState.DONE)
+
+    receive_and_finish("1.2.3.1")
+    assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
+    receive_and_finish("1.2.3.2")       # the PACS sends the series again, months later
+    assert purge_finished_series(index, spool, 30) == []                      # too recent
+    assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
+    assert not (spool.root / "1.2" / "1.2.3").exists()
+    assert index.query("SELECT COUNT(*) FROM instances")[0][0] == 0
