@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from pydicom.uid import UID
 
-from cdss_node.dicom.header_scan import UNDEFINED, HeaderScan, TooDeep, Truncated
+from cdss_node.dicom.header_scan import (UNDEFINED, HeaderScan, TooDeep, TooManyElements,
+                                         Truncated)
 from cdss_node.uids import uid_problem
 
 # C-STORE statuses (PS3.4 B.2.3)
@@ -57,7 +58,7 @@ def scan_dataset(raw: bytes, transfer_syntax: UID) -> HeaderScan | StoreProblem:
         scan = HeaderScan(raw, transfer_syntax.is_implicit_VR, transfer_syntax.is_little_endian)
     except Truncated as exc:
         return StoreProblem(CANNOT_UNDERSTAND, f"dataset is truncated ({exc})")
-    except TooDeep as exc:
+    except (TooDeep, TooManyElements) as exc:
         return StoreProblem(CANNOT_UNDERSTAND, f"dataset cannot be parsed ({exc})")
     if not scan.elements:
         return StoreProblem(CANNOT_UNDERSTAND, "empty dataset")
