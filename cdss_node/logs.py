@@ -10,7 +10,10 @@ future caller try.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
+import warnings
 from typing import Any, TextIO
 
 import structlog
@@ -87,3 +90,25 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     logging.getLogger("pynetdicom").setLevel(logging.INFO if level == "debug" else logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("highdicom").setLevel(logging.WARNING)
+    warnings.showwarning = log_warning
+    threading.excepthook = log_thread_exception
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A Python warning (pydicom's on odd values, say) as a log line, not raw stderr text.
+    Quoted values are cut out: pydicom quotes the offending value, which may be a name."""
+    get_logger("py.warnings").warning(
+        "python_warning", category=category.__name__, where=f"{filename}:{lineno}",
+        message=_QUOTED.sub("'…'", str(message))[:300])
+
+
+def log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    """An exception that ended a thread (pynetdicom's reactor threads, say) as one log
+    line with the exception's fields, not a raw traceback on stderr."""
+    if args.exc_type is SystemExit:
+        return
+    get_logger(__name__).error("thread_crashed", thread=getattr(args.thread, "name", None),
+                               exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

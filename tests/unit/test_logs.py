@@ -88,3 +88,27 @@ def test_the_console_format_still_shows_the_traceback():
     except ValueError:
         get_logger("test").exception("job_failed")
     assert "Traceback" in stream.getvalue() and "the volume has no slices" in stream.getvalue()
+
+
+def test_a_crashed_thread_and_a_warning_are_json_lines_without_quoted_values(monkeypatch):
+    """pynetdicom's reactor threads can die of a state-machine error (seen under the PDU
+    fuzzer), and pydicom warns about odd values quoting them: with JSON logs both are log
+    lines, and the quoted value (it may be a patient's name) is cut out."""
+    import threading
+    import warnings
+
+    stream = io.StringIO()
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    configure_logging("info", "json", stream)
+    crashing = threading.Thread(target=fail_with_a_cause, name="Reactor")
+    crashing.start()
+    crashing.join()
+    warnings.showwarning(UserWarning("Invalid value for VR PN: 'DOE^JANE'"), UserWarning,
+                         "valuerep.py", 440)
+    crash, warning = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert crash["event"] == "thread_crashed" and crash["thread"] == "Reactor"
+    assert crash["exception"][0]["exc_type"] == "ValueError"
+    assert warning["event"] == "python_warning" and warning["category"] == "UserWarning"
+    assert warning["message"] == "Invalid value for VR PN: '…'"
+    assert "DOE" not in stream.getvalue()
