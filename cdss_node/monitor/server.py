@@ -83,9 +83,15 @@ class HttpServer:
             self._server = None
 
 
+# A client that opens the port and sends nothing (or trickles a request) is let go after
+# this; http.server would wait for it forever, one thread each.
+CLIENT_TIMEOUT_S = 30.0
+
+
 def _handler(routes: dict[str, Callable[[], tuple[int, str, bytes]]]) -> type:
     class Handler(BaseHTTPRequestHandler):
         server_version = "cdss-node"
+        timeout = CLIENT_TIMEOUT_S
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             route = routes.get(self.path.split("?", 1)[0])

@@ -20,7 +20,8 @@ import pytest
 
 from cdss_node.jobs import DEFAULT_BUNDLE
 from cdss_node.model.bundle import bundle_sha256, read_manifest
-from tests.conftest import REPO, free_port, require_tool
+from cdss_node.node import Node
+from tests.conftest import REPO, free_port, node_config, require_tool
 from tests.integration.dcmtk import store_responses, storescu
 from tests.integration.nodeproc import (
     NodeProcess, add_destination, parse_metrics, wait_for_port, wait_until, write_config)
@@ -272,3 +273,21 @@ def pydicom_header(path: Path):
     import pydicom
 
     return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+def test_a_client_that_sends_nothing_is_let_go(monkeypatch, tmp_path):
+    """http.server waits for a silent client forever, a thread each: the node lets it go."""
+    from cdss_node.monitor import server
+
+    monkeypatch.setattr(server, "CLIENT_TIMEOUT_S", 1.0)
+    node = Node(node_config(tmp_path / "var"))
+    node.start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", node.http.port))
+        silent.settimeout(10)
+        started = time.monotonic()
+        assert silent.recv(1024) == b""            # closed by the node
+        assert time.monotonic() - started < 5
+        assert get(node.http.port, "/healthz")[0] in (200, 503)
+    finally:
+        node.stop()
