@@ -43,10 +43,21 @@ class NodeSection:
     port: int = _key(11112, "DICOM port (C-ECHO, C-STORE).", min=1, max=65535)
     data_dir: str = _key("./var", "Folder for the spool, the SQLite index and results.")
     max_pdu_bytes: int = _key(
-        1048576, "Largest PDU the node accepts; 0 means no limit.", min=0, max=2**32 - 1
+        1048576, "Largest P-DATA PDU the node accepts (its Maximum Length Received); a peer "
+        "that sends a longer one is aborted.", min=4096, max=16 * 1024 * 1024
     )
-    max_associations: int = _key(16, "Associations served at once.", min=1, max=256)
-    network_timeout_s: float = _key(60.0, "Seconds a silent peer is waited for.", min=1.0)
+    max_associations: int = _key(16, "Associations served at once; one more is rejected "
+                                 "'local limit exceeded'.", min=1, max=256)
+    max_pending_connections: int = _key(
+        32, "Connections that have not (yet) asked for an association, counted apart from "
+        "max_associations; one more closes the oldest of them.", min=1, max=1024)
+    max_dataset_mb: int = _key(
+        2048, "Largest dataset one C-STORE may carry; a larger one is read to its end, "
+        "discarded and refused 0xA700. Datasets over 4 MB go to disk as they arrive.",
+        min=1, max=65536)
+    network_timeout_s: float = _key(
+        60.0, "Seconds a silent peer is waited for; also the most one PDU may take to arrive "
+        "once it has begun.", min=1.0, max=3600.0)
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,16 @@ def write_series(folder: Path, rows: int = 96, slices: int = 12, seed: int = 0,
 def small_series(tmp_path_factory) -> SeriesOnDisk:
     """A 96 x 96 x 12 synthetic chest CT (read-only: copy before changing files)."""
     return write_series(tmp_path_factory.mktemp("small_series"))
+
+
+@pytest.fixture(autouse=True)
+def pynetdicom_as_found():
+    """A test that installed the node's pynetdicom patches (by starting a receiver, say)
+    takes them away again, so that no later test runs its pynetdicom peers on patched code
+    because of the order the tests ran in."""
+    from cdss_node.dicom import transport
+
+    before = transport.applied()
+    yield
+    if transport.applied() and not before:
+        transport.restore()

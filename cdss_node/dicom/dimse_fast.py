@@ -5,36 +5,36 @@ copies each P-DATA-TF PDU several times on its way to the handler. Per 512 x 512
 that was about 2.5 ms of CPU on this machine, more than the node's own work. Three message
 shapes carry nearly all of the traffic, and each has a fixed layout, so they are handled here:
 
-- a PDU is read from the socket into one buffer, and a P-DATA-TF PDU is split into its
-  presentation data values as views of it, without copies (pynetdicom copies it three times);
-- a C-STORE-RQ whose command set holds only the usual elements becomes its primitive
-  straight from the encoded command set (PS3.7 9.3.1.1);
+- a P-DATA-TF PDU is split into its presentation data values as views of the buffer that
+  ``pdu_reader`` read it into, without copies (pynetdicom copies it three times);
+- a C-STORE-RQ whose command set holds only the usual elements, each of its usual size and
+  ASCII where it is a UID, becomes its primitive straight from the encoded command set
+  (PS3.7 9.3.1.1);
 - a C-STORE-RSP with Status Success and no Error Comment is encoded directly (PS3.7 9.3.1.2).
 
-Each gives exactly what pynetdicom gives (tests compare both); anything else takes
-pynetdicom's own path. ``apply`` is called by ``transport.apply`` only for the pynetdicom
-releases this was checked against, and only while pynetdicom's verbose log handlers (which
-read the pydicom command sets) are off.
+Each gives exactly what pynetdicom gives (tests compare both, malformed command sets
+included); anything unusual takes pynetdicom's own path. The paths act only for the
+associations of an AE with ``wire`` limits (the receiver's), and only while pynetdicom's
+verbose log handlers (which read the pydicom command sets) are off; ``transport.apply``
+installs them only for the pynetdicom releases they were checked against.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pynetdicom import evt
+from pynetdicom import _config
 from pynetdicom.dimse_messages import _COMMAND_SET_KEYWORDS, C_STORE_RQ, C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_items import PresentationDataValueItem
-from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from cdss_node.logs import get_logger
-
-log = get_logger(__name__)
+from cdss_node.dicom import wire
 
 SUCCESS = 0x0000
 C_STORE_RQ_COMMAND = 0x0001
@@ -42,24 +42,31 @@ C_STORE_RSP_COMMAND = 0x8001
 NO_DATA_SET = 0x0101
 LAST_COMMAND_FRAGMENT = b"\x03"  # message control header: command, last fragment
 
-# (0000,eeee) elements of a C-STORE-RQ that the fast path reads; any other one (say a
-# Move Originator) sends the message down pynetdicom's path.
+# (0000,eeee) elements of a C-STORE-RQ that the fast path reads, with the length each must
+# have (None: a UID, any even length); any other element (say a Move Originator) or length
+# sends the message down pynetdicom's path.
 AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID = 0x0002, 0x0100, 0x0110
 PRIORITY, DATA_SET_TYPE, AFFECTED_SOP_INSTANCE = 0x0700, 0x0800, 0x1000
-_STORE_RQ_ELEMENTS = {0x0000, AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, PRIORITY,
-                      DATA_SET_TYPE, AFFECTED_SOP_INSTANCE}
-
-P_DATA_TF_TYPE = 0x04
-PDU_TYPES = range(0x01, 0x08)   # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
+_STORE_RQ_SHAPE = {0x0000: 4, AFFECTED_SOP_CLASS: None, COMMAND_FIELD: 2, MESSAGE_ID: 2,
+                   PRIORITY: 2, DATA_SET_TYPE: 2, AFFECTED_SOP_INSTANCE: None}
+_REQUIRED = (AFFECTED_SOP_CLASS, COMMAND_FIELD, MESSAGE_ID, AFFECTED_SOP_INSTANCE)
+_PLAIN_UID = re.compile(rb"[0-9.]{1,64}\x00?")  # digits and dots, padded to even length
 
 _ORIGINAL = {
-    (DULServiceProvider, "_read_pdu_data"): DULServiceProvider._read_pdu_data,
-    (P_DATA_TF, "decode"): P_DATA_TF.decode,
     (C_STORE_RQ, "message_to_primitive"): C_STORE_RQ.message_to_primitive,
     (C_STORE_RSP, "__init__"): C_STORE_RSP.__init__,
     (C_STORE_RSP, "primitive_to_message"): C_STORE_RSP.primitive_to_message,
     (C_STORE_RSP, "encode_msg"): C_STORE_RSP.encode_msg,
 }
+
+
+def verbose_handlers(assoc=None) -> bool:
+    """pynetdicom's standard handlers, which read pydicom command sets, are on."""
+    return _config.LOG_HANDLER_LEVEL != "none"
+
+
+def _fast_here() -> bool:
+    return not verbose_handlers() and wire.limits_here() is not None
 
 
 # ------------------------------------------------------------------ P-DATA-TF
@@ -80,80 +87,36 @@ def decode_p_data_tf(self: P_DATA_TF, bytestream: bytes | bytearray) -> None:
     self.presentation_data_value_items = items
 
 
-def read_pdu(self: DULServiceProvider) -> None:
-    """``DULServiceProvider._read_pdu_data`` with the same events (Evt17 when the connection
-    ends inside a PDU, Evt19 for an unknown or undecodable one), reading the PDU into one
-    buffer; a P-DATA-TF is decoded straight from it."""
-    try:
-        pdu_bytes = _receive_pdu(self.socket)
-    except (OSError, ValueError, AttributeError) as error:  # AttributeError: socket gone
-        log.warning("pdu_read_failed", error=str(error))
-        self.event_queue.put("Evt19" if isinstance(error, UnknownPdu) else "Evt17")
-        return
-    if pdu_bytes is None:  # the peer closed the connection between PDUs: nothing to say
-        self.event_queue.put("Evt17")
-        return
-    try:
-        pdu, event = _decode(self, pdu_bytes)
-    except Exception as error:  # as pynetdicom: an undecodable PDU is Evt19, never a crash
-        log.warning("pdu_undecodable", error=f"{type(error).__name__}: {error}")
-        self.event_queue.put("Evt19")
-        return
-    self.event_queue.put(event)
-    self._recv_pdu.put(pdu)
-
-
-class UnknownPdu(ValueError):
-    """A PDU type that PS3.8 does not define."""
-
-
-def _receive_pdu(sock) -> bytearray | None:
-    header = sock.recv(6)
-    if not header:
-        return None
-    if len(header) < 6:
-        raise ConnectionError("connection closed inside a PDU header")
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    if pdu_type not in PDU_TYPES:
-        raise UnknownPdu(f"unknown PDU type 0x{pdu_type:02X}")
-    pdu = bytearray(6 + length)
-    pdu[:6] = header
-    view, got = memoryview(pdu), 6
-    while got < len(pdu):
-        n = sock.socket.recv_into(view[got:])
-        if not n:
-            raise ConnectionError(f"PDU cut short ({got - 6} of {length} bytes)")
-        got += n
-    del view
-    return pdu
-
-
-def _decode(dul: DULServiceProvider, pdu_bytes: bytearray):
-    if pdu_bytes[0] != P_DATA_TF_TYPE:
-        return dul._decode_pdu(pdu_bytes)
-    pdu = P_DATA_TF()
-    decode_p_data_tf(pdu, pdu_bytes)
-    evt.trigger(dul.assoc, evt.EVT_PDU_RECV, {"pdu": pdu})
-    return pdu, "Evt10"
-
-
 # ------------------------------------------------------------------ C-STORE-RQ
 
 def command_elements(encoded: bytes) -> dict[int, bytes] | None:
     """Element number → value of a group 0000 command set in Implicit VR Little Endian;
-    None if it is not one."""
+    None if it is not one (or names an element twice)."""
     elements, offset = {}, 0
     while offset + 8 <= len(encoded):
         group, element, length = struct.unpack_from("<HHI", encoded, offset)
-        if group != 0x0000 or offset + 8 + length > len(encoded):
+        if group != 0x0000 or offset + 8 + length > len(encoded) or element in elements:
             return None
         elements[element] = encoded[offset + 8:offset + 8 + length]
         offset += 8 + length
     return elements if offset == len(encoded) else None
 
 
-def _us(value: bytes) -> int | None:
-    return struct.unpack("<H", value)[0] if len(value) == 2 else None
+def _usual_store_request(elements: dict[int, bytes] | None) -> bool:
+    """Only the usual elements, each of its usual length, UIDs in ASCII, a C-STORE-RQ."""
+    if elements is None or not all(tag in elements for tag in _REQUIRED):
+        return False
+    for tag, value in elements.items():
+        if tag not in _STORE_RQ_SHAPE:
+            return False
+        size = _STORE_RQ_SHAPE[tag]
+        if len(value) != size if size is not None else not _PLAIN_UID.fullmatch(value):
+            return False
+    return _us(elements[COMMAND_FIELD]) == C_STORE_RQ_COMMAND
+
+
+def _us(value: bytes) -> int:
+    return struct.unpack("<H", value)[0]
 
 
 def _uid(value: bytes) -> str:
@@ -162,15 +125,13 @@ def _uid(value: bytes) -> str:
 
 def store_request_primitive(self: C_STORE_RQ) -> C_STORE:
     """The C-STORE request primitive of a received C-STORE-RQ message."""
-    elements = command_elements(self.encoded_command_set.getvalue())
-    if (elements is None or not set(elements) <= _STORE_RQ_ELEMENTS
-            or _us(elements.get(COMMAND_FIELD, b"")) != C_STORE_RQ_COMMAND
-            or _us(elements.get(MESSAGE_ID, b"")) is None):
+    elements = command_elements(self.encoded_command_set.getvalue()) if _fast_here() else None
+    if not _usual_store_request(elements):
         return _ORIGINAL[(C_STORE_RQ, "message_to_primitive")](self)
     primitive = C_STORE()
     primitive.MessageID = _us(elements[MESSAGE_ID])
-    primitive.AffectedSOPClassUID = _uid(elements.get(AFFECTED_SOP_CLASS, b""))
-    primitive.AffectedSOPInstanceUID = _uid(elements.get(AFFECTED_SOP_INSTANCE, b""))
+    primitive.AffectedSOPClassUID = _uid(elements[AFFECTED_SOP_CLASS])
+    primitive.AffectedSOPInstanceUID = _uid(elements[AFFECTED_SOP_INSTANCE])
     if PRIORITY in elements:
         primitive.Priority = _us(elements[PRIORITY])
     primitive.DataSet = self.data_set
@@ -215,6 +176,9 @@ def _is_plain_success(primitive: C_STORE) -> bool:
 def new_response(self: C_STORE_RSP) -> None:
     """A C-STORE-RSP message whose pydicom command set is filled in only if pynetdicom's
     own path encodes it (building it costs more than encoding a Success)."""
+    if not _fast_here():
+        _ORIGINAL[(C_STORE_RSP, "__init__")](self)
+        return
     self.context_id = None
     self.encoded_command_set, self.data_set = BytesIO(), BytesIO()
     self.command_set = Dataset()
@@ -224,7 +188,11 @@ def new_response(self: C_STORE_RSP) -> None:
 
 def response_to_message(self: C_STORE_RSP, primitive: C_STORE) -> None:
     """Encode a plain Success now; any other response as pynetdicom does."""
+    fast = hasattr(self, "_fast_command_set")  # made by new_response, not pynetdicom
     self._fast_command_set = None
+    if not fast:
+        _ORIGINAL[(C_STORE_RSP, "primitive_to_message")](self, primitive)
+        return
     if not _is_plain_success(primitive):
         for keyword in _COMMAND_SET_KEYWORDS["C-STORE-RSP"]:  # as pynetdicom's __init__
             setattr(self.command_set, keyword, None)
@@ -248,21 +216,9 @@ def encode_response(self: C_STORE_RSP, context_id: int, max_pdu_length: int):
 
 # ------------------------------------------------------------------ switching
 
-_FAST = {
-    (DULServiceProvider, "_read_pdu_data"): read_pdu,
-    (P_DATA_TF, "decode"): decode_p_data_tf,
+PATCHES = {key: (_ORIGINAL[key], fast) for key, fast in {
     (C_STORE_RQ, "message_to_primitive"): store_request_primitive,
     (C_STORE_RSP, "__init__"): new_response,
     (C_STORE_RSP, "primitive_to_message"): response_to_message,
     (C_STORE_RSP, "encode_msg"): encode_response,
-}
-
-
-def apply() -> None:
-    for (cls, name), function in _FAST.items():
-        setattr(cls, name, function)
-
-
-def restore() -> None:
-    for (cls, name), function in _ORIGINAL.items():
-        setattr(cls, name, function)
+}.items()}

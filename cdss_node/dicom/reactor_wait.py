@@ -29,6 +29,8 @@ from typing import Callable
 
 from pynetdicom import association, dimse, dul
 
+from cdss_node.dicom import wire
+
 ASSOCIATION_NAP_S = 0.001  # the association reactor's hard-coded nap
 
 
@@ -55,7 +57,8 @@ def wait_on_queue(waiting_on: queue.Queue, seconds: float) -> None:
 
 
 def association_nap(thread: threading.Thread, seconds: float) -> bool:
-    if not (isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S):
+    if not (isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S
+            and _tuned(thread.ae)):
         return False
     wait_on_queue(thread.dimse.msg_queue, seconds)
     return True
@@ -63,7 +66,8 @@ def association_nap(thread: threading.Thread, seconds: float) -> bool:
 
 def dul_nap(thread: threading.Thread, seconds: float) -> bool:
     """The DUL reactor's nap: until its socket is readable or a primitive is queued."""
-    if not (isinstance(thread, dul.DULServiceProvider) and seconds == thread._run_loop_delay):
+    if not (isinstance(thread, dul.DULServiceProvider) and seconds == thread._run_loop_delay
+            and _tuned(thread.assoc.ae)):
         return False
     wake = getattr(thread, "_cdss_wake", None)
     raw = getattr(thread.socket, "socket", None) if thread.socket else None
@@ -79,6 +83,11 @@ def dul_nap(thread: threading.Thread, seconds: float) -> bool:
     if wake[0] in readable:
         _drain(wake[0])
     return True
+
+
+def _tuned(ae) -> bool:
+    """An AE of the node's (the receiver's, or its sender's): naps shortened for it only."""
+    return wire.limits_of(ae) is not None or getattr(ae, "cdss_never_serves", False)
 
 
 def _drain(sock: socket.socket) -> None:
@@ -122,15 +131,18 @@ _original_get_msg = dimse.DIMSEServiceProvider.get_msg
 def get_msg(self: dimse.DIMSEServiceProvider, block: bool = False):
     """pynetdicom's ``get_msg``, except that a requestor's own reactor thread takes nothing.
 
-    A requestor (the node sending results) waits for each response in ``send_c_store``, and
-    pauses its reactor meanwhile; but the pause can come late (the reactor's "paused" flag
-    still holds from the previous message), and a reactor that then takes the response loses
-    it ("Received unexpected C-STORE service message") and the send times out. Seen once in
+    A requestor of the node's sender (``transport.never_serves``) waits for each response in
+    ``send_c_store``, and pauses its reactor meanwhile; but the pause can come late (the
+    reactor's "paused" flag still holds from the previous message), and a reactor that then
+    takes the response loses it ("Received unexpected C-STORE service message") and the send
+    times out. Seen once in
     80 sends with a fast peer on a loaded machine. A requestor of this node never serves
-    requests, so its reactor has nothing to take.
+    requests, so its reactor has nothing to take. Other requestors (a C-GET SCU receives
+    C-STOREs on its own association) keep pynetdicom's behaviour.
     """
     assoc = self.assoc
-    if assoc.is_requestor and threading.current_thread() is assoc:
+    if (assoc.is_requestor and threading.current_thread() is assoc
+            and getattr(assoc.ae, "cdss_never_serves", False)):
         return None, None
     return _original_get_msg(self, block)
 

@@ -8,8 +8,8 @@ something. Handlers never raise: every outcome is a status code.
 from __future__ import annotations
 
 import ssl
+import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from pydicom.dataset import Dataset
@@ -19,9 +19,10 @@ from pynetdicom.sop_class import Verification
 from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
-from cdss_node.dicom import checks, transport
+from cdss_node.dicom import checks, connections, transport, wire
 from cdss_node.dicom.checks import InstanceHeader, StoreProblem
-from cdss_node.dicom.file_meta import file_meta, file_meta_length
+from cdss_node.dicom.file_meta import file_meta
+from cdss_node.dicom.received import ReceivedDataset
 from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
 from cdss_node.monitor.telemetry import Telemetry
@@ -60,16 +61,20 @@ class Receiver:
         self._reserve_bytes = config.store.reserve_mb * 1024 * 1024
         self._log_instances = config.logging.level == "debug"  # a skipped call costs 30 us
         self._server = None
+        self.ae = None
+        self._end_lock = threading.Lock()
+        node = config.node
+        self.guard = connections.ConnectionGuard(node.max_associations,
+                                                 node.max_pending_connections)
         transport.apply(verbose_pynetdicom_logs=config.logging.level == "debug")
 
     # ------------------------------------------------------------ life cycle
 
     def start(self) -> None:
-        ae = self._make_ae()
+        ae = self.ae = self._make_ae()
         node = self.config.node
-        self._server = ae.start_server(
-            (node.host, node.port), block=False, evt_handlers=self._handlers(),
-            ssl_context=self._ssl_context())
+        self._server = connections.start_server(
+            ae, (node.host, node.port), self._handlers(), self._ssl_context())
         log.info("receiver_listening", ae_title=node.ae_title, host=node.host, port=node.port,
                  tls=self.config.tls_enabled)
 
@@ -83,9 +88,16 @@ class Receiver:
         node = self.config.node
         ae = AE(ae_title=node.ae_title)
         ae.maximum_pdu_size = node.max_pdu_bytes
-        ae.maximum_associations = node.max_associations
+        # pynetdicom counts every connection; the guard counts associations and pending
+        # connections apart, and rejects itself (see connections.py).
+        ae.maximum_associations = node.max_associations + node.max_pending_connections + 64
         ae.network_timeout = node.network_timeout_s
         ae.dimse_timeout = node.network_timeout_s
+        ae.acse_timeout = node.network_timeout_s  # the wait for an A-ASSOCIATE-RQ too
+        wire.attach(ae, wire.WireLimits(
+            max_pdu_bytes=node.max_pdu_bytes, pdu_timeout_s=node.network_timeout_s,
+            max_dataset_bytes=node.max_dataset_mb * wire.MIB, spill_dir=self.spool.tmp,
+            reserve_bytes=self._reserve_bytes))
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
@@ -105,6 +117,7 @@ class Receiver:
     def _handlers(self) -> list:
         return [
             (evt.EVT_CONN_OPEN, transport.tune_connection),
+            (evt.EVT_CONN_OPEN, lambda event: self.guard.opened(event.assoc)),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_ended, ["released"]),
@@ -131,11 +144,18 @@ class Receiver:
         calling = event.assoc.requestor.primitive.calling_ae_title
         host = event.assoc.requestor.address
         if not self.calling_ae_allowed(calling, host):
-            log.warning("association_rejected", calling_aet=calling, peer=host,
-                        reason="calling AE title not allowed")
-            self.telemetry.rejected_association("calling AE title not allowed", calling)
-            event.assoc.acse.send_reject(*_REJECT_CALLING_AE)
-            event.assoc.kill()
+            self._reject(event, "calling AE title not allowed", _REJECT_CALLING_AE)
+        elif not self.guard.requested(event.assoc):
+            self._reject(event, "local limit exceeded (max_associations)",
+                         connections.REJECT_LOCAL_LIMIT)
+
+    def _reject(self, event: evt.Event, reason: str, result: tuple[int, int, int]) -> None:
+        calling = event.assoc.requestor.primitive.calling_ae_title
+        log.warning("association_rejected", calling_aet=calling,
+                    peer=event.assoc.requestor.address, reason=reason)
+        self.telemetry.rejected_association(reason, calling)
+        event.assoc.acse.send_reject(*result)
+        event.assoc.kill()
 
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title
@@ -146,10 +166,16 @@ class Receiver:
                  peer=peer)
 
     def _on_ended(self, event: evt.Event, outcome: str) -> None:
+        """The first of EVT_RELEASED, EVT_ABORTED and EVT_CONN_CLOSE (pynetdicom fires some of
+        them, in an order that varies) records the end. Where the node reads the PDUs itself
+        (``pdu_reader``), the outcome is what the peer did: released, aborted, closed (the
+        connection dropped, which pynetdicom calls an abort) or timed out."""
         tally: AssociationTally | None = getattr(event.assoc, "cdss_tally", None)
-        if tally is None or getattr(event.assoc, "cdss_ended", False):
-            return
-        event.assoc.cdss_ended = True
+        with self._end_lock:   # the DUL's and the association's threads both report ends
+            if tally is None or getattr(event.assoc, "cdss_ended", False):
+                return
+            event.assoc.cdss_ended = True
+        outcome = getattr(event.assoc.dul, "cdss_outcome", None) or outcome
         self.index.close_association(tally.association_id, outcome)
         log.info("association_ended", association_id=tally.association_id, outcome=outcome,
                  calling_aet=tally.calling_aet, stored=tally.stored,
@@ -176,10 +202,25 @@ class Receiver:
         return checks.SUCCESS
 
     def _store(self, event: evt.Event, tally: AssociationTally) -> StoreProblem | None:
-        raw = event.request.DataSet.getvalue()
-        if self.spool.free_bytes() - len(raw) < self._reserve_bytes:
+        received = ReceivedDataset(event.request)
+        problem = self._size_problem(received)
+        if problem:
+            return self._refused(problem, event)
+        with received.view() as raw:
+            return self._check_and_write(event, received, raw, tally)
+
+    def _size_problem(self, received: ReceivedDataset) -> StoreProblem | None:
+        if received.refusal:
+            return StoreProblem(checks.OUT_OF_RESOURCES, received.refusal)
+        if received.size > self.config.node.max_dataset_mb * wire.MIB:  # pynetdicom's path
+            return StoreProblem(checks.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb")
+        if self.spool.free_bytes() - received.size < self._reserve_bytes:
             log.warning("store_refused_disk_reserve", reserve_mb=self.config.store.reserve_mb)
             return StoreProblem(checks.OUT_OF_RESOURCES, "disk below the configured reserve")
+        return None
+
+    def _check_and_write(self, event: evt.Event, received: ReceivedDataset, raw,
+                         tally: AssociationTally) -> StoreProblem | None:
         ts = UID(event.context.transfer_syntax)
         scan = checks.scan_dataset(raw, ts)
         if isinstance(scan, StoreProblem):
@@ -190,19 +231,19 @@ class Receiver:
         if problem:
             return self._refused(problem, event)
         with bound_contextvars(study_uid=header.study_uid, series_uid=header.series_uid):
-            return self._write(event, raw, header, tally)
+            return self._write(event, received, header, tally)
 
     def _refused(self, problem: StoreProblem, event: evt.Event) -> StoreProblem:
         log.warning("store_refused", status=hex(problem.status), reason=problem.comment,
                     sop_class=event.context.abstract_syntax)
         return problem
 
-    def _write(self, event: evt.Event, raw: bytes, header: InstanceHeader,
+    def _write(self, event: evt.Event, received: ReceivedDataset, header: InstanceHeader,
                tally: AssociationTally) -> None:
         sop_uid = header.sop_instance_uid
         path = self.spool.instance_path(header.study_uid, header.series_uid, sop_uid)
         known = self.index.stored_instance(sop_uid) if path.exists() else None
-        if known and known.series_uid == header.series_uid and _same_file(path, raw):
+        if known and known.series_uid == header.series_uid and received.same_as_file(path):
             if known.series_uid not in tally.series:
                 self.index.note_association(known.series_uid, tally.association_id)
                 tally.series.add(known.series_uid)
@@ -212,12 +253,12 @@ class Receiver:
             return None
         meta = file_meta(header.sop_class_uid, sop_uid, event.context.transfer_syntax,
                          tally.calling_aet)
-        self.spool.write_atomic(path, meta, raw)
+        self.spool.write_atomic(path, meta, received.chunk())
         moved_from = self.index.record_instance(InstanceRecord(
             sop_instance_uid=sop_uid, sop_class_uid=header.sop_class_uid,
             study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
             transfer_syntax_uid=event.context.transfer_syntax,
-            path=str(path.relative_to(self.spool.root)), size=len(meta) + len(raw),
+            path=str(path.relative_to(self.spool.root)), size=len(meta) + received.size,
             association_id=tally.association_id),
             link_association=header.series_uid not in tally.series)
         if moved_from:      # the same SOP Instance UID, now under another study or series
@@ -229,17 +270,6 @@ class Receiver:
         if self._log_instances:
             log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
         return None
-
-
-def _same_file(path: Path, raw: bytes) -> bool:
-    """Does the stored file hold the same dataset bytes behind its file meta (which may name
-    another sending AE)? Only read for a repeated SOP Instance UID."""
-    try:
-        stored = path.read_bytes()
-    except FileNotFoundError:
-        return False
-    meta_end = file_meta_length(stored)
-    return meta_end is not None and stored[meta_end:] == raw
 
 
 def _status(problem: StoreProblem) -> Dataset:

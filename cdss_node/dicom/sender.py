@@ -16,6 +16,7 @@ from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from cdss_node.config import Destination
+from cdss_node.dicom import transport
 from cdss_node.logs import get_logger
 from cdss_node.store import outbox
 from cdss_node.store.index import Index
@@ -78,6 +79,7 @@ def store_files(paths: list[Path], ae_title: str, host: str, port: int,
     """One association for all ``paths`` (over TLS with ``tls``, see ``client_tls``); raises
     AssociationFailed if none can be made."""
     ae = AE(ae_title=calling_aet)
+    transport.never_serves(ae)
     for sop_class, syntax in sorted(_contexts(paths)):
         ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate(host, port, ae_title=ae_title, tls_args=tls)
@@ -158,6 +160,7 @@ def _deliver(index: Index, destination: Destination, rows: list[outbox.Delivery]
 def echo(destination: Destination, calling_aet: str, timeout_s: float = 10.0) -> bool:
     """True when the destination accepts an association and answers a C-ECHO with Success."""
     ae = AE(ae_title=calling_aet)
+    transport.never_serves(ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout_s
     ae.add_requested_context(Verification)
     try:

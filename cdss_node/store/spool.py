@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from cdss_node.uids import is_valid_uid
 
@@ -83,12 +84,37 @@ class Spool:
         return shutil.disk_usage(self.root).free
 
 
-def _write_all(fd: int, chunks: tuple[bytes, ...]) -> None:
+class FileRange(NamedTuple):
+    """Bytes ``offset .. offset + length`` of an open file: a chunk that ``write_atomic``
+    copies in the kernel (a large received dataset already on disk)."""
+
+    fd: int
+    offset: int
+    length: int
+
+
+def _write_all(fd: int, chunks: tuple[bytes | FileRange, ...]) -> None:
     """One writev for the usual case; the rest again if the kernel wrote less."""
+    if any(isinstance(chunk, FileRange) for chunk in chunks):
+        for chunk in chunks:
+            if isinstance(chunk, FileRange):
+                _copy_range(fd, chunk)
+            else:
+                _write_all(fd, (chunk,))
+        return
     written = os.writev(fd, chunks)
     rest = b"".join(chunks)[written:] if written < sum(map(len, chunks)) else b""
     while rest:
         rest = rest[os.write(fd, rest):]
+
+
+def _copy_range(fd: int, source: FileRange) -> None:
+    offset, end = source.offset, source.offset + source.length
+    while offset < end:
+        sent = os.sendfile(fd, source.fd, offset, min(end - offset, 1 << 30))
+        if not sent:
+            raise OSError(f"source file ended at byte {offset} of {end}")
+        offset += sent
 
 
 def _fsync_dir(path: Path) -> None:

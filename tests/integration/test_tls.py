@@ -151,3 +151,21 @@ def test_a_tls_destination_that_cannot_be_trusted_gets_nothing_and_results_wait(
     over_tls = " over TLS" if bad.tls else ""
     assert errors == {f"{outbox.NO_ASSOCIATION} PACS@127.0.0.1:{port}{over_tls}"}
     assert list(received.iterdir()) == []
+
+
+def test_silent_connections_to_the_tls_port_do_not_hold_the_door(tls_node, small_series):
+    """pynetdicom does the TLS handshake in the thread that accepts connections: one client
+    that connects and says nothing held every other peer out. Ten such clients stay open
+    while storescu with a valid certificate stores."""
+    import socket
+
+    node, pki = tls_node
+    silent = [socket.create_connection(("127.0.0.1", node.config.node.port))
+              for _ in range(10)]
+    try:
+        result = storescu(node.config.node.port, small_series.files[0], timeout=60,
+                          extra=tls_options(pki, "client"))
+        assert store_responses(result) == ["(Success)"], result.stdout + result.stderr
+    finally:
+        for sock in silent:
+            sock.close()

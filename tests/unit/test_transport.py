@@ -12,36 +12,41 @@ class FakeAssociationSocket:
         self.socket = sock
 
 
-def test_recv_into_buffer_reads_exactly_what_was_asked_across_many_sends(pair):
-    a, b = pair
-    payload = bytes(range(256)) * 4096  # 1 MiB
-    sender = threading.Thread(target=lambda: [b.sendall(payload[i:i + 7000])
-                                              for i in range(0, len(payload), 7000)])
-    sender.start()
-    first = transport.recv_into_buffer(FakeAssociationSocket(a), 6)
-    rest = transport.recv_into_buffer(FakeAssociationSocket(a), len(payload) - 6)
-    sender.join()
-    assert bytes(first + rest) == payload
-
-
-def test_recv_into_buffer_returns_what_it_had_when_the_peer_closes(pair):
-    a, b = pair
-    b.sendall(b"abc")
-    b.close()
-    assert transport.recv_into_buffer(FakeAssociationSocket(a), 10) == bytearray(b"abc")
-
-
 def test_apply_patches_the_checked_release_only(monkeypatch):
     import pynetdicom
-    from pynetdicom.transport import AssociationSocket
+    from pynetdicom.dul import DULServiceProvider
 
-    original = AssociationSocket.recv
-    monkeypatch.setattr(AssociationSocket, "recv", original)
-    monkeypatch.setattr(pynetdicom, "__version__", "9.9.9")
-    assert transport.apply() is False and AssociationSocket.recv is original
-    monkeypatch.setattr(pynetdicom, "__version__", "3.0.4")
-    assert transport.apply() is True
-    assert AssociationSocket.recv is transport.recv_into_buffer
+    from cdss_node.dicom import pdu_reader
+
+    transport.restore()
+    original = DULServiceProvider._read_pdu_data
+    monkeypatch.setattr(pynetdicom, "__version__", "3.0.5")
+    try:
+        assert transport.apply() is False and DULServiceProvider._read_pdu_data is original
+        monkeypatch.setattr(pynetdicom, "__version__", "3.0.4")
+        assert transport.apply() is True
+        assert DULServiceProvider._read_pdu_data is pdu_reader.read_pdu
+    finally:
+        transport.restore()
+    assert DULServiceProvider._read_pdu_data is original and not transport.applied()
+
+
+def test_a_pynetdicom_without_the_private_names_is_left_as_it_is(monkeypatch):
+    """The patches import pynetdicom names that are not its API; where they are gone, apply
+    leaves pynetdicom alone instead of failing the node's start."""
+    import sys
+
+    import pynetdicom.dimse_messages
+
+    import cdss_node.dicom
+
+    monkeypatch.delattr(pynetdicom.dimse_messages, "_COMMAND_SET_KEYWORDS")
+    for name in ("dimse_fast", "pdu_reader", "dataset_sink", "services"):  # imported anew
+        monkeypatch.delitem(sys.modules, f"cdss_node.dicom.{name}", raising=False)
+        monkeypatch.delattr(cdss_node.dicom, name, raising=False)
+    transport.restore()
+    assert transport.patches() is None
+    assert transport.apply() is False and not transport.applied()
 
 
 def test_malloc_is_told_to_keep_large_buffers_on_the_heap():
@@ -92,7 +97,12 @@ def test_other_threads_and_naps_sleep_as_time_sleep_does():
 def _provider(sock):
     from pynetdicom.dul import DULServiceProvider
 
+    from cdss_node.dicom import wire
+
     provider = DULServiceProvider.__new__(DULServiceProvider)
+    ae = type("AE", (), {})()
+    wire.attach(ae, wire.WireLimits(16384, 5.0, 2**20, None))
+    provider._assoc = type("Assoc", (), {"ae": ae})()
     provider.to_provider_queue, provider._run_loop_delay = queue.Queue(), 5.0
     provider.socket = FakeAssociationSocket(sock)
     reactor_wait.watch_connection(provider)
@@ -132,6 +142,7 @@ def test_a_requestor_s_reactor_leaves_responses_to_the_sender():
 
     class RequestorThread(threading.Thread):
         is_requestor, dimse_timeout = True, 0.1
+        ae = type("SenderAE", (), {"cdss_never_serves": True})()
 
         def run(self):
             seen["reactor"] = provider.get_msg(block=False)
