@@ -6,7 +6,8 @@ pynetdicom counts every open connection against ``maximum_associations``, associ
 from its TCP (and TLS) opening until its A-ASSOCIATE-RQ arrives, then *associated*:
 
 - at most ``max_pending`` pending connections; one more closes the oldest pending one (a
-  real peer sends its A-ASSOCIATE-RQ within milliseconds, so only idlers are ever oldest);
+  real peer's A-ASSOCIATE-RQ is read within milliseconds of its connection, and from then on
+  it is no longer pending, so only idlers are ever oldest);
 - at most ``max_associations`` associations; one more is rejected "local limit exceeded"
   (A-ASSOCIATE-RJ transient, service provider (presentation), reason 2: PS3.8 9.3.4);
 - the TLS handshake runs in the connection's own thread with ``handshake_timeout_s``, not in
@@ -22,6 +23,7 @@ import time
 
 from pynetdicom.transport import ThreadedAssociationServer
 
+from cdss_node.dicom import wire
 from cdss_node.logs import get_logger
 
 log = get_logger(__name__)
@@ -31,27 +33,48 @@ REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
 
 class ConnectionGuard:
     """Counts from the AE's live association threads, so nothing can leak: pynetdicom does
-    not report every end (an A-ABORT from the peer fires no EVT_CONN_CLOSE)."""
+    not report every end (an A-ABORT from the peer fires no EVT_CONN_CLOSE). Connections
+    still at the server's gate (``GuardedServer``) count as pending too."""
 
     def __init__(self, max_associations: int, max_pending: int):
         self.max_associations = max_associations
         self.max_pending = max_pending
         self._lock = threading.Lock()
+        self._gated: dict[int, tuple[float, socket.socket]] = {}
         self.evicted = 0
 
-    def opened(self, assoc) -> None:
-        """A connection opened; past ``max_pending`` the oldest pending one is closed."""
-        assoc.cdss_opened = time.monotonic()
+    def gate_opened(self, sock: socket.socket, ae) -> None:
         with self._lock:
-            pending = self._pending(assoc.ae)
-            oldest = min(pending, key=_opened) if len(pending) > self.max_pending else None
-            if oldest is not None:
+            self._gated[id(sock)] = (time.monotonic(), sock)
+        self._evict_oldest(ae)
+
+    def gate_closed(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._gated.pop(id(sock), None)
+
+    def opened(self, assoc) -> None:
+        """A connection reached pynetdicom; past ``max_pending`` the oldest pending one is
+        closed."""
+        assoc.cdss_opened = time.monotonic()
+        self._evict_oldest(assoc.ae)
+
+    def _evict_oldest(self, ae) -> None:
+        with self._lock:
+            pending = [(opened, sock) for opened, sock in self._gated.values()]
+            pending += [(_opened(a), a) for a in self._pending(ae)]
+            if len(pending) <= self.max_pending:
+                return
+            _, oldest = min(pending, key=lambda entry: entry[0])
+            if isinstance(oldest, socket.socket):
+                self._gated.pop(id(oldest), None)
+            else:
                 oldest.cdss_evicted = True
-                self.evicted += 1
-        if oldest is not None:
-            log.warning("connection_evicted", reason="too many connections without an "
-                        "association", max_pending_connections=self.max_pending,
-                        peer=getattr(oldest.requestor, "address", None))
+            self.evicted += 1
+        log.warning("connection_evicted", reason="too many connections without an "
+                    "association", max_pending_connections=self.max_pending)
+        if isinstance(oldest, socket.socket):
+            _shutdown(oldest)
+        else:
             close_transport(oldest)
 
     def requested(self, assoc) -> bool:
@@ -65,12 +88,15 @@ class ConnectionGuard:
     def counts(self, ae) -> tuple[int, int]:
         """(pending connections, associations)."""
         with self._lock:
-            return len(self._pending(ae)), len(self._associated(ae))
+            return len(self._gated) + len(self._pending(ae)), len(self._associated(ae))
 
     @staticmethod
     def _pending(ae) -> list:
+        """Connections whose A-ASSOCIATE-RQ has not been read (``pdu_reader`` marks it) nor
+        taken by the association."""
         return [a for a in ae.active_associations if a.is_acceptor
-                and a.requestor.primitive is None and not getattr(a, "cdss_evicted", False)]
+                and a.requestor.primitive is None and not getattr(a, "cdss_evicted", False)
+                and not getattr(a.dul, "cdss_associate_rq_read", False)]
 
     @staticmethod
     def _associated(ae) -> list:
@@ -85,12 +111,16 @@ def _opened(assoc) -> float:
 def close_transport(assoc) -> None:
     """End a connection from another thread: its DUL reads the end and closes as usual."""
     sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        _shutdown(sock)
+    wake_acceptor(assoc)
+
+
+def _shutdown(sock: socket.socket) -> None:
     try:
-        if sock is not None:
-            sock.shutdown(socket.SHUT_RDWR)
+        sock.shutdown(socket.SHUT_RDWR)
     except OSError:  # already closed
         pass
-    wake_acceptor(assoc)
 
 
 def wake_acceptor(assoc) -> None:
@@ -101,14 +131,28 @@ def wake_acceptor(assoc) -> None:
         assoc.dul.to_user_queue.put(None)
 
 
+# A-ABORT, source 2 (service provider), reason 1 (unrecognized PDU) (PS3.8 9.3.8)
+ABORT_UNRECOGNIZED_PDU = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 1])
+
+
 class GuardedServer(ThreadedAssociationServer):
-    """pynetdicom's server, with the TLS handshake moved off the accepting thread."""
+    """pynetdicom's server, with a gate before pynetdicom sees a connection, and the TLS
+    handshake moved off the accepting thread.
+
+    The gate waits (at most ``gate_timeout_s``) for the first PDU header of a plain TCP
+    connection and lets only an A-ASSOCIATE-RQ of a plausible length through to pynetdicom;
+    anything else gets an A-ABORT and is closed at once, without the two threads and the
+    state machine pynetdicom builds for each connection. A flood of such connections (8000 in
+    40 s in bench/hostile.py) then costs the node a thread each instead of three.
+    """
 
     handshake_timeout_s = 10.0
     max_handshakes = 64
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, guard: ConnectionGuard | None = None,
+                 gate_timeout_s: float = 30.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.guard, self.gate_timeout_s = guard, gate_timeout_s
         self._handshakes = threading.BoundedSemaphore(self.max_handshakes)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
@@ -117,9 +161,49 @@ class GuardedServer(ThreadedAssociationServer):
     def process_request_thread(self, request, client_address) -> None:
         if self.ssl_context is not None:
             request = self._handshake(request, client_address)
-            if request is None:
-                return
-        super().process_request_thread(request, client_address)
+        elif not self._through_gate(request, client_address):
+            request = None
+        if request is not None:
+            super().process_request_thread(request, client_address)
+
+    def _through_gate(self, sock: socket.socket, client_address) -> bool:
+        if self.guard is not None:
+            self.guard.gate_opened(sock, self.ae)
+        try:
+            sock.settimeout(self.gate_timeout_s)
+            header = sock.recv(6, socket.MSG_PEEK | socket.MSG_WAITALL)
+            sock.settimeout(None)
+        except OSError:           # silent until the timeout, reset, or closed by the guard
+            header = b""
+        finally:
+            if self.guard is not None:
+                self.guard.gate_closed(sock)
+        if _plausible_associate_rq(header):
+            return True
+        _refuse(sock, header, client_address)
+        return False
+
+
+def _plausible_associate_rq(header: bytes) -> bool:
+    return (len(header) == 6 and header[0] == 0x01
+            and int.from_bytes(header[2:6], "big") <= wire.MAX_ASSOCIATION_PDU_BYTES)
+
+
+def _refuse(sock: socket.socket, header: bytes, client_address) -> None:
+    """Close a connection that did not begin with an A-ASSOCIATE-RQ; A-ABORT if it sent a
+    PDU header (PS3.8 AA-1), nothing if it sent nothing."""
+    if len(header) == 6:
+        length = int.from_bytes(header[2:6], "big")
+        log.warning("connection_refused", peer=client_address[0],
+                    reason=f"first PDU type 0x{header[0]:02X} of {length} bytes is no "
+                           "A-ASSOCIATE-RQ of a plausible length")
+        try:
+            sock.settimeout(1.0)
+            sock.sendall(ABORT_UNRECOGNIZED_PDU)
+        except OSError:
+            pass
+    _shutdown(sock)
+    sock.close()
 
     def _handshake(self, sock: socket.socket, client_address) -> ssl.SSLSocket | None:
         if not self._handshakes.acquire(blocking=False):
@@ -141,10 +225,12 @@ class GuardedServer(ThreadedAssociationServer):
 
 
 def start_server(ae, address: tuple[str, int], evt_handlers: list,
-                 ssl_context: ssl.SSLContext | None) -> GuardedServer:
+                 ssl_context: ssl.SSLContext | None, guard: ConnectionGuard,
+                 gate_timeout_s: float) -> GuardedServer:
     """``ae.start_server(block=False)`` with a ``GuardedServer``."""
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
-                            server_class=GuardedServer)
+                            server_class=GuardedServer, guard=guard,
+                            gate_timeout_s=gate_timeout_s)
     thread = threading.Thread(target=server.serve_forever, name="CdssAcceptor", daemon=True)
     thread.start()
     ae._servers.append(server)

@@ -33,6 +33,7 @@ P_DATA_TF_TYPE = 0x04
 PDU_TYPES = range(0x01, 0x08)   # A-ASSOCIATE-RQ .. A-ABORT (PS3.8 9.3.1)
 FIRST_READ_BYTES = 64 * 1024    # the buffer's first size; it grows fourfold as data arrives
 ENDING_PDUS = {0x05: "released", 0x07: "aborted"}   # A-RELEASE-RQ, A-ABORT
+A_ASSOCIATE_RQ_TYPE = 0x01
 
 _ORIGINAL_READ = DULServiceProvider._read_pdu_data
 
@@ -71,6 +72,8 @@ def read_pdu(self: DULServiceProvider) -> None:
         return
     if pdu_bytes[0] in ENDING_PDUS:
         _ended(self, ENDING_PDUS[pdu_bytes[0]])
+    elif pdu_bytes[0] == A_ASSOCIATE_RQ_TYPE:
+        self.cdss_associate_rq_read = True     # no longer a pending connection
     try:
         pdu, event = _decode(self, pdu_bytes)
     except Exception as error:  # as pynetdicom: an undecodable PDU is Evt19, never a crash

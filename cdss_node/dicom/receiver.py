@@ -31,6 +31,7 @@ from cdss_node.store.spool import Spool
 
 log = get_logger(__name__)
 
+ARTIM_S = 30.0   # pynetdicom's ARTIM: the longest a connection may wait to associate
 # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
@@ -74,7 +75,8 @@ class Receiver:
         ae = self.ae = self._make_ae()
         node = self.config.node
         self._server = connections.start_server(
-            ae, (node.host, node.port), self._handlers(), self._ssl_context())
+            ae, (node.host, node.port), self._handlers(), self._ssl_context(), self.guard,
+            gate_timeout_s=min(node.network_timeout_s, ARTIM_S))
         log.info("receiver_listening", ae_title=node.ae_title, host=node.host, port=node.port,
                  tls=self.config.tls_enabled)
 

@@ -62,6 +62,19 @@ def test_headers_claiming_gigabytes_allocate_nothing_and_end_their_connections(h
     assert echoscu(port_of(hostile_node)).returncode == 0
 
 
+@pytest.mark.parametrize("first", [p_data(1, 0x03, b"x" * 10), ABORT, RELEASE_RQ,
+                                   b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_a_connection_that_does_not_begin_with_an_associate_rq_is_aborted_at_the_gate(
+        hostile_node, first):
+    """Before pynetdicom builds its threads and state machine for a connection, the server
+    looks at its first PDU header: anything but an A-ASSOCIATE-RQ gets an A-ABORT (source:
+    service provider, reason: unrecognized PDU) and the connection is closed."""
+    peer = RawPeer(port_of(hostile_node)).send(first)
+    assert peer.read_pdu() == (0x07, b"\x00\x00\x02\x01")
+    assert peer.read_pdu() is None
+    assert hostile_node.index.query("SELECT COUNT(*) FROM associations")[0][0] == 0
+
+
 @pytest.mark.parametrize("associated, sent", [
     (False, b"\x01\x00\x00"),                                  # half a PDU header
     (False, b"\x01\x00\x00\x00\x01\x00" + b"\x00" * 100),     # a tenth of an A-ASSOCIATE-RQ
@@ -83,7 +96,7 @@ def test_connections_without_an_association_cannot_lock_peers_out(hostile_node):
     time.sleep(0.5)
     result = echoscu(port_of(hostile_node))
     assert result.returncode == 0, result.stderr
-    assert idle[0].closed_within(1.0) is not None        # evicted: the oldest pending
+    assert idle[0].closed_within(1.0) is not None        # closed: the oldest pending
     held = [RawPeer(port_of(hostile_node)) for _ in range(2)]
     assert [peer.associate() for peer in held] == [0x02, 0x02]
     third = RawPeer(port_of(hostile_node))
