@@ -183,6 +183,24 @@ class GuardedServer(ThreadedAssociationServer):
         _refuse(sock, header, client_address)
         return False
 
+    def _handshake(self, sock: socket.socket, client_address) -> ssl.SSLSocket | None:
+        if not self._handshakes.acquire(blocking=False):
+            log.warning("tls_refused", reason="too many TLS handshakes at once",
+                        peer=client_address[0])
+            sock.close()
+            return None
+        try:
+            sock.settimeout(self.handshake_timeout_s)
+            tls = self.ssl_context.wrap_socket(sock, server_side=True)
+            tls.settimeout(None)
+            return tls
+        except (OSError, ValueError) as error:   # ssl.SSLError and timeouts are OSErrors
+            log.warning("tls_handshake_failed", peer=client_address[0], error=str(error)[:200])
+            sock.close()
+            return None
+        finally:
+            self._handshakes.release()
+
 
 def _plausible_associate_rq(header: bytes) -> bool:
     return (len(header) == 6 and header[0] == 0x01
@@ -204,24 +222,6 @@ def _refuse(sock: socket.socket, header: bytes, client_address) -> None:
             pass
     _shutdown(sock)
     sock.close()
-
-    def _handshake(self, sock: socket.socket, client_address) -> ssl.SSLSocket | None:
-        if not self._handshakes.acquire(blocking=False):
-            log.warning("tls_refused", reason="too many TLS handshakes at once",
-                        peer=client_address[0])
-            sock.close()
-            return None
-        try:
-            sock.settimeout(self.handshake_timeout_s)
-            tls = self.ssl_context.wrap_socket(sock, server_side=True)
-            tls.settimeout(None)
-            return tls
-        except (OSError, ValueError) as error:   # ssl.SSLError and timeouts are OSErrors
-            log.warning("tls_handshake_failed", peer=client_address[0], error=str(error)[:200])
-            sock.close()
-            return None
-        finally:
-            self._handshakes.release()
 
 
 def start_server(ae, address: tuple[str, int], evt_handlers: list,
