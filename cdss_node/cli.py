@@ -125,16 +125,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from cdss_node.node import INDEX_FILE
-    from cdss_node.store.index import Index
     from cdss_node.store.status import series_status, state_counts
 
     config = load_config(args.config)
     index_path = config.data_path / INDEX_FILE
-    if not index_path.is_file():
-        print(f"cdss-node: no index at {index_path} (has the node run with this data_dir?)",
-              file=sys.stderr)
+    index = _existing_index(index_path)
+    if index is None:
         return EXIT_RUNTIME
-    index = Index(index_path)
     rows, counts = series_status(index, args.limit), state_counts(index)
     sending, dead = outbox.counts(index), outbox.dead_rows(index)
     index.close()
@@ -145,6 +142,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(format_status(index_path, counts, rows))
         print(format_outbox(sending, dead))
     return 0
+
+
+def _existing_index(index_path: Path):
+    """The node's index, or None after one line on stderr: status and resend never make a
+    data folder (it may be a typo, a file, or a read-only path)."""
+    from cdss_node.store.index import Index
+
+    if not index_path.is_file():
+        print(f"cdss-node: no index at {index_path} (has the node run with this data_dir?)",
+              file=sys.stderr)
+        return None
+    return Index(index_path)
 
 
 def format_outbox(sending: dict[str, int], dead: list[dict]) -> str:
@@ -159,10 +168,11 @@ def format_outbox(sending: dict[str, int], dead: list[dict]) -> str:
 
 def cmd_resend(args: argparse.Namespace) -> int:
     from cdss_node.node import INDEX_FILE
-    from cdss_node.store.index import Index
 
     config = load_config(args.config)
-    index = Index(config.data_path / INDEX_FILE)
+    index = _existing_index(config.data_path / INDEX_FILE)
+    if index is None:
+        return EXIT_RUNTIME
     count = outbox.resend_dead(index)
     index.close()
     print(f"{count} dead result(s) queued again; the running node sends them within "

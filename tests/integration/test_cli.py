@@ -94,11 +94,17 @@ def test_toml_nested_too_deeply_is_one_line_and_exit_2(tmp_path):
             f"{config}: not valid TOML: arrays or inline tables nested too deeply"]
 
 
-def test_status_without_index_says_so(tmp_path):
-    config = write_config(tmp_path / "node.toml", tmp_path / "nothing", free_port())
+@pytest.mark.parametrize("command", ["status", "resend"])
+@pytest.mark.parametrize("data_dir", ["nothing", "a_file/var"])
+def test_status_and_resend_without_index_say_so_in_one_line(tmp_path, command, data_dir):
+    """Neither makes a data folder (resend used to, and died with a traceback where the
+    folder could not be made, under a file say)."""
+    (tmp_path / "a_file").write_text("not a folder\n")
+    config = write_config(tmp_path / "node.toml", tmp_path / data_dir, free_port())
     result = subprocess.run([sys.executable, "-m", "cdss_node", "--config", str(config),
-                             "status"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1 and "no index at" in result.stderr
+                             command], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and len(result.stderr.splitlines()) == 1
+    assert "no index at" in result.stderr and not (tmp_path / "nothing").exists()
 
 
 def test_demo_sends_the_committed_sample_and_shows_its_analysis(tmp_path):
