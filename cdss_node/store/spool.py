@@ -50,10 +50,10 @@ class Spool:
             raise
         os.close(fd)
         try:
-            os.replace(tmp, path)
-        except FileNotFoundError:  # first instance of its series: make the folder
-            path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, path)
+            _replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)   # nothing half-done stays in .tmp
+            raise
         if self.fsync:
             _fsync_dir(path.parent)
 
@@ -82,6 +82,14 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except FileNotFoundError:  # first instance of its series: make the folder
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
 
 
 class FileRange(NamedTuple):

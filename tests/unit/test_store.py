@@ -135,6 +135,26 @@ def test_spool_atomic_write_and_cleanup(tmp_path):
     assert list(spool.tmp.iterdir()) == []
 
 
+def test_a_write_whose_folder_cannot_be_made_leaves_no_partial_file(tmp_path):
+    spool = Spool(tmp_path / "spool")
+    (spool.root / "1.2").write_text("a file where the study folder belongs\n")
+    with pytest.raises(OSError):
+        spool.write_atomic(spool.instance_path("1.2", "1.2.3", "1.2.3.4"), b"abc")
+    assert list(spool.tmp.iterdir()) == []
+
+
+def test_a_large_dataset_on_disk_is_copied_in_the_kernel(tmp_path):
+    from cdss_node.store.spool import FileRange
+
+    spool = Spool(tmp_path / "spool")
+    source = tmp_path / "received.part"
+    source.write_bytes(bytes(range(256)) * 8192)          # 2 MiB
+    path = spool.instance_path("1.2", "1.2.3", "1.2.3.4")
+    with open(source, "rb") as f:
+        spool.write_atomic(path, b"META", FileRange(f.fileno(), 0, 2 * 1024 * 1024))
+    assert path.read_bytes() == b"META" + source.read_bytes()
+
+
 def test_retention_purges_only_old_finished_series(tmp_path, index):
     spool = Spool(tmp_path / "spool")
     for series in ("1.2.3", "1.2.4"):
