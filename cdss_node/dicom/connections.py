@@ -20,6 +20,7 @@ import socket
 import ssl
 import threading
 import time
+from typing import Callable
 
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -29,6 +30,30 @@ from cdss_node.logs import get_logger
 log = get_logger(__name__)
 
 REJECT_LOCAL_LIMIT = (0x02, 0x03, 0x02)
+LOG_EVERY_S = 10.0   # a flood of refused connections logs one line per reason this often
+
+
+class RefusalLog:
+    """Counts refused connections by reason for /metrics (``on_refused``) and logs the first
+    of a reason, then at most one line per ``LOG_EVERY_S`` with how many it stands for: a
+    flood of thousands a second must not become thousands of log lines."""
+
+    def __init__(self, on_refused: Callable[[str], None] = lambda reason: None):
+        self.on_refused = on_refused
+        self._lock = threading.Lock()
+        self._last: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+
+    def refused(self, reason: str, **fields) -> None:
+        self.on_refused(reason)
+        now = time.monotonic()
+        with self._lock:
+            count = self._unlogged.get(reason, 0) + 1
+            if now - self._last.get(reason, -LOG_EVERY_S) < LOG_EVERY_S:
+                self._unlogged[reason] = count
+                return
+            self._last[reason], self._unlogged[reason] = now, 0
+        log.warning("connection_refused", reason=reason, connections=count, **fields)
 
 
 class ConnectionGuard:
@@ -36,9 +61,11 @@ class ConnectionGuard:
     not report every end (an A-ABORT from the peer fires no EVT_CONN_CLOSE). Connections
     still at the server's gate (``GuardedServer``) count as pending too."""
 
-    def __init__(self, max_associations: int, max_pending: int):
+    def __init__(self, max_associations: int, max_pending: int,
+                 refusals: RefusalLog | None = None):
         self.max_associations = max_associations
         self.max_pending = max_pending
+        self.refusals = refusals or RefusalLog()
         self._lock = threading.Lock()
         self._gated: dict[int, tuple[float, socket.socket]] = {}
         self.evicted = 0
@@ -70,8 +97,8 @@ class ConnectionGuard:
             else:
                 oldest.cdss_evicted = True
             self.evicted += 1
-        log.warning("connection_evicted", reason="too many connections without an "
-                    "association", max_pending_connections=self.max_pending)
+        self.refusals.refused("too many connections without an association: the oldest "
+                              "closed", max_pending_connections=self.max_pending)
         if isinstance(oldest, socket.socket):
             _shutdown(oldest)
         else:
@@ -180,7 +207,11 @@ class GuardedServer(ThreadedAssociationServer):
                 self.guard.gate_closed(sock)
         if _plausible_associate_rq(header):
             return True
-        _refuse(sock, header, client_address)
+        _refuse(sock, header)
+        reason = ("no A-ASSOCIATE-RQ of a plausible length first" if header else
+                  "closed or silent before an A-ASSOCIATE-RQ")
+        if self.guard is not None:
+            self.guard.refusals.refused(reason, peer=client_address[0])
         return False
 
     def _handshake(self, sock: socket.socket, client_address) -> ssl.SSLSocket | None:
@@ -207,14 +238,10 @@ def _plausible_associate_rq(header: bytes) -> bool:
             and int.from_bytes(header[2:6], "big") <= wire.MAX_ASSOCIATION_PDU_BYTES)
 
 
-def _refuse(sock: socket.socket, header: bytes, client_address) -> None:
+def _refuse(sock: socket.socket, header: bytes) -> None:
     """Close a connection that did not begin with an A-ASSOCIATE-RQ; A-ABORT if it sent a
     PDU header (PS3.8 AA-1), nothing if it sent nothing."""
     if len(header) == 6:
-        length = int.from_bytes(header[2:6], "big")
-        log.warning("connection_refused", peer=client_address[0],
-                    reason=f"first PDU type 0x{header[0]:02X} of {length} bytes is no "
-                           "A-ASSOCIATE-RQ of a plausible length")
         try:
             sock.settimeout(1.0)
             sock.sendall(ABORT_UNRECOGNIZED_PDU)

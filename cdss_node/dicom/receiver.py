@@ -65,8 +65,9 @@ class Receiver:
         self.ae = None
         self._end_lock = threading.Lock()
         node = config.node
-        self.guard = connections.ConnectionGuard(node.max_associations,
-                                                 node.max_pending_connections)
+        self.guard = connections.ConnectionGuard(
+            node.max_associations, node.max_pending_connections, connections.RefusalLog(
+                lambda reason: self.telemetry.rejected_association(reason, "")))
         transport.apply(verbose_pynetdicom_logs=config.logging.level == "debug")
 
     # ------------------------------------------------------------ life cycle

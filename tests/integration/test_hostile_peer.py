@@ -244,3 +244,22 @@ def test_a_store_request_with_a_command_set_of_megabytes_ends_the_association(ho
     assert ok.associate() == 0x02
     ok.send(p_data(1, 0x03, store_command(CT_IMAGE_STORAGE, "1.2.3")))
     ok.close()
+
+
+def test_a_flood_of_refused_connections_is_counted_and_logged_sparingly(hostile_node, capsys):
+    """40 connections that begin with garbage: each is counted for /metrics, the log has a
+    line for the first and not one per connection."""
+    from cdss_node.dicom.connections import RefusalLog
+
+    reason = "no A-ASSOCIATE-RQ of a plausible length first"
+    for _ in range(40):
+        peer = RawPeer(port_of(hostile_node)).send(b"\x04\x00\xff\xff\xff\xf0")
+        assert peer.closed_within(5.0) is not None
+    deadline = time.monotonic() + 5
+    counter = hostile_node.receiver.telemetry.association_rejections.labels(reason)
+    while counter._value.get() < 40 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counter._value.get() == 40
+    lines = [line for line in capsys.readouterr().out.splitlines()
+             if "connection_refused" in line]
+    assert 1 <= len(lines) <= 2 and isinstance(hostile_node.receiver.guard.refusals, RefusalLog)
