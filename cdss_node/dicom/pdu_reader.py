@@ -95,24 +95,18 @@ def _ended(dul: DULServiceProvider, outcome: str) -> None:
 def receive_pdu(sock: socket.socket, limits: wire.WireLimits) -> bytearray | None:
     """One whole PDU from ``sock``; None if the peer closed the connection before it began."""
     deadline = time.monotonic() + limits.pdu_timeout_s
-    header = _read_exactly(sock, 6, deadline, first=True)
-    if header is None:
+    pdu = bytearray()
+    _read_into(sock, pdu, 6, deadline, may_end_before=True)
+    if not pdu:
         return None
-    pdu_type, _, length = struct.unpack(">BBL", header)
+    pdu_type, _, length = struct.unpack(">BBL", pdu)
     if pdu_type not in PDU_TYPES:
         raise UnknownPdu(f"unknown PDU type 0x{pdu_type:02X}")
     if length > limits.max_pdu_length(pdu_type):
         raise PduTooLong(f"PDU type 0x{pdu_type:02X} claims {length} bytes, more than the "
                          f"{limits.max_pdu_length(pdu_type)} accepted")
-    pdu = bytearray(header)
-    _read_into(sock, pdu, 6 + length, deadline)
+    _read_into(sock, pdu, 6 + length, deadline)  # the same buffer grows on
     return pdu
-
-
-def _read_exactly(sock, n: int, deadline: float, first: bool = False) -> bytearray | None:
-    buffer = bytearray()
-    _read_into(sock, buffer, n, deadline, may_end_before=first)
-    return buffer if buffer else None
 
 
 def _read_into(sock, buffer: bytearray, total: int, deadline: float,
