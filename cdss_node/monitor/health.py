@@ -88,6 +88,8 @@ def _scheduler(node: "Node") -> Check:
     limit = max(STALE_FACTOR * interval, STALE_MIN_S)
     if not node.scheduler.running:
         return Check("scheduler_alive", False, "the scheduler is not running")
+    if since is None and node.telemetry.seconds_up() <= limit:   # the first run is due
+        return Check("scheduler_alive", True, "started; the first completion check is due")
     if since is None or since > limit:
         late = "never ran" if since is None else f"last ran {since:.0f} s ago"
         return Check("scheduler_alive", False, f"the series completion check {late}")

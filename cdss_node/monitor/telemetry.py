@@ -43,6 +43,7 @@ class Telemetry:
             registry=self.registry)
         self._recent: deque[Refusal] = deque(maxlen=RECENT_REFUSALS)
         self._beats: dict[str, float] = {}
+        self.started = time.monotonic()
         self._lock = threading.Lock()
 
     def refused_store(self, status: int, reason: str, calling_aet: str) -> None:
@@ -64,6 +65,9 @@ class Telemetry:
     def seconds_since(self, name: str) -> float | None:
         last = self._beats.get(name)
         return None if last is None else time.monotonic() - last
+
+    def seconds_up(self) -> float:
+        return time.monotonic() - self.started
 
     def _remember(self, refusal: Refusal) -> None:
         with self._lock:
