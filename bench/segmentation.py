@@ -1,6 +1,16 @@
-"""The node's segmenter on real chest CT: hybrid lesions by kind, real tumors, lesion-free CT.
+"""The node's segmenter on real chest CT: the variant table, hybrid lesions by kind, real
+tumors, lesion-free CT.
 
-    python bench/segmentation.py [--segmenter default|lungtumormask] [--weights FILE] [--quick]
+    python bench/segmentation.py [--segmenter default|lungtumormask] [--weights FILE]
+                                 [--quick] [--variants-only | --no-variants]
+
+The variant table: every real CT the project has (lung1, lung2 with their masks, Lung_Dx-A0001
+with its mass's region, the lesion-free thorax, and that thorax with a solid and a
+juxta-mediastinal lesion inserted) made into each acquisition variant of
+``training.ct_variants`` (slice spacing 1-5 mm, pixel spacing 0.5/0.98 mm, one-lung field of
+view, apex and base cut, noise, contrast, off-centre). For each: found?, Dice against the label
+carried through the same transform, the quality flags, seconds; then the rate of right answers
+by case and by variant.
 
 Needs the real CTs (``cdss-train real-ct``). Hybrid cases: the lesion-free TotalSegmentator
 thorax at 1 mm and 5 mm slices, each lesion kind at 6-60 mm (``training.segmentation_eval``).
@@ -86,15 +96,58 @@ def lesion_free(segmenter) -> list[str]:
     return lines
 
 
+def variant_table(segmenter) -> list:
+    from training.ct_variants import real_cases, variants
+    from training.segmentation_eval import score_variant
+    results = []
+    print(f"  {'case':<24} {'variant':<13} {'shape':<16} {'outcome':<12} {'Dice':>5} "
+          f"{'ml':>6}  {'flags':<12} {'s':>5}")
+    for case in real_cases():
+        for name, make in variants().items():
+            r = score_variant(segmenter, make(case), name)
+            results.append(r)
+            shape = "x".join(str(n) for n in r.shape)
+            score = "" if r.dice is None else f"{r.dice:.2f}"
+            print(f"  {r.case:<24} {r.variant:<13} {shape:<16} {r.outcome:<12} {score:>5} "
+                  f"{r.found_ml:6.1f}  {','.join(r.flags):<12} {r.seconds:5.1f}", flush=True)
+    return results
+
+
+def variant_summary(results: list) -> None:
+    print("\nright answers (labelled tumor found / lesion-free: no tumor), by case:")
+    for case in dict.fromkeys(r.case for r in results):
+        mine = [r for r in results if r.case == case]
+        dices = [r.dice for r in mine if r.dice is not None]
+        median = f", Dice median {statistics.median(dices):.2f} min {min(dices):.2f}" \
+            if dices else ""
+        print(f"  {case:<24} {sum(r.right for r in mine):>3}/{len(mine)}{median}")
+    print("by variant:")
+    for variant in dict.fromkeys(r.variant for r in results):
+        mine = [r for r in results if r.variant == variant]
+        print(f"  {variant:<14} {sum(r.right for r in mine):>3}/{len(mine)}")
+    big = [r.seconds for r in results if np.prod(r.shape) >= 40e6]
+    print(f"seconds per CT: median {statistics.median(r.seconds for r in results):.1f}, "
+          f"CTs of 40 M voxels and more: median {statistics.median(big):.1f} max {max(big):.1f}"
+          if big else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segmenter", default="default", choices=("default", "lungtumormask"))
     parser.add_argument("--weights", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="10 and 30 mm lesions only")
+    parser.add_argument("--variants-only", action="store_true", help="only the variant table")
+    parser.add_argument("--no-variants", action="store_true", help="without the variant table")
     args = parser.parse_args()
     segmenter = make_segmenter(AnalysisSettings(
         segmenter=args.segmenter, unet_weights=str(args.weights or ""), device="auto"))
-    print(f"segmenter: {segmenter.name} {segmenter.version}\nhybrid cases:")
+    print(f"segmenter: {segmenter.name} {segmenter.version}")
+    if not args.no_variants:
+        print("variant table:")
+        variant_summary(variant_table(segmenter))
+        if args.variants_only:
+            return
+    print("hybrid cases:")
     results = hybrid(segmenter, args.quick)
     print("\nreal tumors:", *real_cases(segmenter), sep="\n")
     print("\nlesion-free real CT:", *lesion_free(segmenter), sep="\n")

@@ -89,3 +89,49 @@ def summary_rows(results: list[CaseResult], min_diameter_mm: float = 10.0) -> li
             rows.append((kind, len(chosen), 100.0 * sum(r.detected for r in chosen) / len(chosen),
                          statistics.median(r.dice for r in chosen)))
     return rows
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """A segmenter on one acquisition variant of a real CT (``training.ct_variants``)."""
+
+    case: str
+    variant: str
+    shape: tuple[int, ...]
+    outcome: str             # "found", "MISSED", "no tumor", "FALSE TUMOR" or a coded reason
+    dice: float | None       # against the label carried through the variant (None: no mask)
+    found_ml: float
+    flags: tuple[str, ...]   # the quality flags' codes
+    seconds: float
+
+    @property
+    def right(self) -> bool:
+        return self.outcome in ("found", "no tumor")
+
+
+def score_variant(segmenter: Segmenter, case, variant: str) -> VariantResult:
+    """Segment ``case`` (already varied) and score it: a mask by detection and Dice, a region
+    by whether at least half the found tumor lies in it, a lesion-free CT by finding nothing
+    (or refusing with a coded reason, which counts as no false tumor)."""
+    from training.real_ct import arrays
+    import SimpleITK as sitk
+    hu, spacing = arrays(case.image)
+    started = time.perf_counter()
+    tumor = segmenter.segment(volume_of(hu, spacing))
+    seconds = time.perf_counter() - started
+    found, ml = tumor.mask, float(tumor.mask.sum() * np.prod(spacing) / 1000.0)
+    flags = tuple(flag.code for flag in getattr(tumor, "flags", ()))
+    refused = [f for f in getattr(tumor, "flags", ()) if f.name == "LUNGS_NOT_COVERED"]
+    truth = None if case.label is None else sitk.GetArrayFromImage(case.label) > 0
+    score = None
+    if truth is None:
+        outcome = "no tumor" if not found.any() else "FALSE TUMOR"
+    elif case.region:
+        hit = found.any() and (found & truth).sum() >= 0.5 * found.sum()
+        outcome = "found" if hit else "MISSED"
+    else:
+        hit = detected(found, truth)
+        outcome, score = ("found" if hit else "MISSED"), (dice(found, truth) if hit else 0.0)
+    if refused and not found.any():
+        outcome = f"{outcome} (lungs not covered)"
+    return VariantResult(case.name, variant, hu.shape, outcome, score, ml, flags, seconds)

@@ -24,6 +24,7 @@ from cdss_node.pipeline.records import CTVolume, TumorMask
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically abnormal structure")
 NEOPLASM = Code("108369006", "SCT", "Neoplasm")
 LUNG = Code("39607008", "SCT", "Lung")
+LESION = Code("52988006", "SCT", "Lesion")
 ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
 MANUFACTURER, MODEL_NAME = "CDSS", "CDSS EGFR node"
 SEG_SERIES_NUMBER = 9901
@@ -77,16 +78,35 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
         segmented_property_type=NEOPLASM, anatomic_regions=[LUNG],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=TUMOR_TRACKING_ID)
+    labels = tumor.mask.astype(np.uint8)
+    others = _other_candidates(tumor, algorithm)
+    if others:
+        labels[tumor.others > 0] = tumor.others[tumor.others > 0] + 1
     return hd.seg.Segmentation(
         source_images=source_datasets(volume, headers),
-        pixel_array=frames_in_source_order(volume, tumor.mask).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=[segment],
+        pixel_array=frames_in_source_order(volume, labels),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment, *others],
         series_instance_uid=result_series_uid(volume.series_uid, "SEG"),
         series_number=SEG_SERIES_NUMBER, series_description="CDSS EGFR: lung tumor segmentation",
         sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
         software_versions=equipment.software_version,
         device_serial_number=equipment.device_serial_number, omit_empty_frames=False)
+
+
+def _other_candidates(tumor: TumorMask, algorithm) -> list[hd.seg.SegmentDescription]:
+    """Segments 2.. for the other plausible lesion candidates the segmenter weighed (the primary
+    is the largest), so that the radiologist sees them; a lesion (SCT 52988006), not called a
+    neoplasm."""
+    count = int(tumor.others.max()) if tumor.others is not None else 0
+    return [hd.seg.SegmentDescription(
+        segment_number=number + 1, segment_label=f"Other lesion candidate {number}",
+        segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+        segmented_property_type=LESION, anatomic_regions=[LUNG],
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm, tracking_uid=hd.UID(),
+        tracking_id=f"Other lesion candidate {number}") for number in range(1, count + 1)]
 
 
 def split_segmentations(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:

@@ -42,6 +42,7 @@ PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
 INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
+QUALITY_FLAG = Code("QUALITY", P, "Quality flag")
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 # SOP Common's Coding Scheme Identification Sequence: what "99CDSS" (PS3.16 8.2) stands for.
 PRIVATE_SCHEME = CodingSchemeIdentificationItem(
@@ -97,6 +98,7 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
                   f"{analysis.tumor.volume_mm3 / 1000:.1f} ml.")
     if analysis.volume.lossy_compressed:
         impression += LOSSY_NOTE
+    impression += _quality_note(analysis)
     return _document(group, _summary(impression, model), [seg, *headers], headers, equipment,
                      version)
 
@@ -111,8 +113,21 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
             hd.sr.QualitativeEvaluation(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
             hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)])
     sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
+    group[0].ContentSequence.extend(_flag_evaluations(analysis))
     group[0].ContentSequence.append(_text(COMMENT, sentence))
     return _document(group, _summary(sentence, model), headers, headers, equipment, version)
+
+
+def _quality_note(analysis: Analysis) -> str:
+    """The quality flags as sentences for the impression: what to check before trusting it."""
+    flags = analysis.tumor.flags if analysis.tumor is not None else ()
+    return "".join(f" Quality: {flag.sentence}" for flag in flags)
+
+
+def _flag_evaluations(analysis: Analysis) -> list[hd.sr.QualitativeEvaluation]:
+    flags = analysis.tumor.flags if analysis.tumor is not None else ()
+    return [hd.sr.QualitativeEvaluation(QUALITY_FLAG, Code(flag.code, P, flag.meaning))
+            for flag in flags]
 
 
 def _summary(impression: str, model: ReportedModel) -> hd.sr.ContainerContentItem:
@@ -166,7 +181,8 @@ def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Qualita
     label = analysis.prediction.label
     status = Code("EGFR-MUT" if label == EGFR_MUTANT else "EGFR-WT", P, label)
     return [hd.sr.QualitativeEvaluation(EGFR_STATUS, status),
-            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)]
+            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat),
+            *_flag_evaluations(analysis)]
 
 
 def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],

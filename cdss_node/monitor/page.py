@@ -130,7 +130,8 @@ def _result(row: SeriesStatus) -> str:
     if prediction.get("probability") is None:
         return row.reason or ""
     lossy = "; lossy-compressed CT" if (result.get("series") or {}).get("lossy_compressed") else ""
-    return f"{prediction['label']} (p = {prediction['probability']:.3f}{lossy})"
+    flags = "".join(f"; {flag['meaning']}" for flag in result.get("quality_flags") or [])
+    return f"{prediction['label']} (p = {prediction['probability']:.3f}{lossy}{flags})"
 
 
 def _patient(node: "Node", series_uid: str) -> str:

@@ -21,7 +21,7 @@ from cdss_node.pipeline.crop import tumor_crop
 from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.preprocess import cnn_input
 from cdss_node.pipeline.radiomics import extract_radiomics
-from cdss_node.pipeline.reasons import NotEvaluableReason
+from cdss_node.pipeline.reasons import NotEvaluableReason, QualityFlag
 from cdss_node.pipeline.records import (
     ClinicalVector,
     CTVolume,
@@ -100,6 +100,10 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
         image = cnn_input(volume)
     with clock.stage("segment"):
         tumor = found["tumor"] = segmenter.segment(volume)
+    if QualityFlag.LUNGS_NOT_COVERED in tumor.flags:
+        raise NotEvaluable(NotEvaluableReason.LUNGS_NOT_COVERED,
+                           f"{segmenter.name} {segmenter.version} found "
+                           f"{tumor.lung_volume_ml or 0:.0f} ml of lung in the scan")
     if not tumor.found:
         raise NotEvaluable(NotEvaluableReason.NO_TUMOR_FOUND,
                            f"{segmenter.name} {segmenter.version} found no primary lung tumor "

@@ -1,49 +1,138 @@
-"""The lung fields of a chest CT, and the morphology the segmenters share.
+"""The lung fields of a chest CT, the working grids the segmenters share, and their morphology.
 
-Lung fields: air (below ``LUNG_AIR_HU``) enclosed by the body, without the trachea and carina
-(air that is small and central in each axial slice), split at the midline (the lungs touch at
-the anterior junction line, which a coarse grid does not resolve), each lung closed with a ball
-and hole-filled on its own, so that the heart between them is never inside. Worked out on a
-grid of about ``WORK_SPACING_MM``. Openings, closings and dilations are distance transforms:
-their time does not grow with the radius.
+Everything is worked out in millimetres on fixed grids (``to_grid``): the CT is smoothed over
+and resampled to ``WORK_SPACING_MM`` whatever its slice thickness and pixel spacing, so that no
+step of the method changes with the series.
+
+Lung fields: air (below ``LUNG_AIR_HU``) inside the body. Air that reaches the edge of the
+axial field of view is outside the body only if it is as dark as air (median below
+``OUTSIDE_AIR_HU``): in a targeted reconstruction the lung itself runs off the image, and its
+parenchyma is brighter than air. Without the trachea and carina (air that is small and central
+in each axial slice), split into the two lungs where they touch (at the junction lines, by the
+nearest of their cores), each lung closed with a ball and hole-filled on its own, so that the
+heart and mediastinum between them are never inside. Openings, closings and dilations are
+distance transforms: their time does not grow with the radius.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 LUNG_AIR_HU = -400.0
+OUTSIDE_AIR_HU = -950.0     # air outside the body: median -975 to -1000 HU on the real CTs;
+                            # lung parenchyma -796 to -870 (bench/segmentation.py's cases)
 LUNG_CLOSING_MM = 30.0      # lesions against the pleura up to about twice this wide stay in
 MIN_LUNG_ML = 50.0
 AIRWAY_MARGIN_MM = 3.0      # the airway wall: this far around the trachea's air
 AIRWAY_MAX_AREA_MM2 = 600.0
 AIRWAY_MAX_OFFSET_MM = 30.0
 AIRWAY_MIN_LENGTH_MM = 30.0
+SPLIT_CORES_MM = (3.0, 6.0, 9.0, 12.0, 15.0)  # erosions tried to part lungs that touch
 WORK_SPACING_MM = 3.0
+CUT_AREA_MM2 = 1000.0       # lungs cut by the scan: this much of them on an edge (10 cm2)
+Spacing = tuple[float, float, float]
 
 
-def ellipsoid(radius_mm: float, spacing_mm: tuple[float, float, float]) -> np.ndarray:
+def ellipsoid(radius_mm: float, spacing_mm: Spacing) -> np.ndarray:
     """A structuring element: the voxels within ``radius_mm`` of the centre."""
     half = [max(1, int(radius_mm // s)) for s in spacing_mm]
     axes = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
     return sum((a * s / radius_mm) ** 2 for a, s in zip(axes, spacing_mm)) <= 1.0
 
 
-def lung_fields(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """Air enclosed by the body without the trachea, each lung closed and hole-filled on its
-    own (split at the body's midline), at full resolution."""
-    step = [max(1, round(WORK_SPACING_MM / s)) for s in spacing_mm]
-    coarse = hu[::step[0], ::step[1], ::step[2]]
-    coarse_spacing = tuple(s * k for s, k in zip(spacing_mm, step))
-    inside = enclosed_air(coarse < LUNG_AIR_HU)
-    lungs = inside & ~within(airway(inside, coarse_spacing), AIRWAY_MARGIN_MM, coarse_spacing)
+def to_grid(hu: np.ndarray, spacing_mm: Spacing, grid_mm: float) -> tuple[np.ndarray, Spacing]:
+    """The CT on an isotropic grid of ``grid_mm`` with the same first voxel: averaged first
+    over whole voxels along axes that get coarser (as a thicker slice integrates; a box filter
+    is fast), then interpolated linearly."""
+    image = sitk.GetImageFromArray(np.asarray(hu, dtype=np.float32))
+    image.SetSpacing(tuple(float(s) for s in spacing_mm[::-1]))
+    factors = [max(1, int(grid_mm / s + 1e-6)) for s in spacing_mm[::-1]]
+    if max(factors) > 1:
+        image = _averaged(image, factors)
+    size = [int(np.floor((n - 1) * s / grid_mm + 1e-6)) + 1
+            for n, s in zip(image.GetSize(), image.GetSpacing())]
+    grid = sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(),
+                         (grid_mm,) * 3, image.GetDirection(), -1024.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(grid), (grid_mm,) * 3
+
+
+def _averaged(image: sitk.Image, factors: list[int]) -> sitk.Image:
+    """The mean of each block of ``factors`` voxels, placed at the block's centre (so that
+    physical positions are kept); BinShrink drops a partial last block."""
+    shrunk = sitk.BinShrink(image, factors)
+    spacing = image.GetSpacing()
+    shrunk.SetOrigin([o + (f - 1) * s / 2 for o, f, s in zip(image.GetOrigin(), factors, spacing)])
+    return shrunk
+
+
+def to_shape(mask: np.ndarray, from_mm: Spacing, to_mm: Spacing, shape: tuple[int, ...],
+             box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """A mask on one grid taken to another with the same first voxel (nearest voxel);
+    only the part ``box`` of the target grid when given."""
+    box = box or tuple(slice(0, n) for n in shape)
+    index = [np.clip(np.rint(np.arange(b.start, b.stop) * t / f).astype(int), 0, n - 1)
+             for b, t, f, n in zip(box, to_mm, from_mm, mask.shape)]
+    return mask[np.ix_(*index)]
+
+
+@dataclass(frozen=True)
+class LungFields:
+    """The lung fields on a working grid, and how much of them the scan covers."""
+
+    mask: np.ndarray
+    spacing_mm: Spacing
+
+    @property
+    def volume_ml(self) -> float:
+        return float(np.count_nonzero(self.mask) * np.prod(self.spacing_mm) / 1000.0)
+
+    @property
+    def cut_by_scan(self) -> bool:
+        """The lungs run off the first or last slice or off the axial field of view: at least
+        CUT_AREA_MM2 of them lies on one of the grid's faces (a scan that starts at the very
+        apex only grazes it)."""
+        sz, sy, sx = self.spacing_mm
+        faces = [(self.mask[0], sy * sx), (self.mask[-1], sy * sx), (self.mask[:, 0], sz * sx),
+                 (self.mask[:, -1], sz * sx), (self.mask[:, :, 0], sz * sy),
+                 (self.mask[:, :, -1], sz * sy)]
+        return any(np.count_nonzero(face) * area >= CUT_AREA_MM2 for face, area in faces)
+
+
+def find_lungs(grid: np.ndarray, spacing_mm: Spacing) -> LungFields:
+    """The lung fields of a CT on a working grid (``to_grid``)."""
+    inside = body_air(grid)
+    lungs = inside & ~within(airway(inside, spacing_mm), AIRWAY_MARGIN_MM, spacing_mm)
     closed = np.zeros_like(lungs)
-    for half in _halves(lungs):
-        for lung in _large_components(half, coarse_spacing):  # each lung alone: never the heart
-            box = ndimage.find_objects(lung.astype(np.uint8))[0]
-            closed[box] |= _closed_and_filled(lung[box], coarse_spacing)
-    return upsample(closed, step, hu.shape)
+    for lung in _each_lung(lungs, spacing_mm):  # each lung alone: never the heart
+        box = ndimage.find_objects(lung.astype(np.uint8))[0]
+        closed[box] |= _closed_and_filled(lung[box], spacing_mm)
+    return LungFields(closed, spacing_mm)
+
+
+def lung_fields(hu: np.ndarray, spacing_mm: Spacing) -> np.ndarray:
+    """The lung fields of a CT at its own resolution."""
+    grid, grid_mm = to_grid(hu, spacing_mm, WORK_SPACING_MM)
+    return to_shape(find_lungs(grid, grid_mm).mask, grid_mm, spacing_mm, hu.shape)
+
+
+def body_air(hu: np.ndarray) -> np.ndarray:
+    """Air inside the body: air not connected to the axial edge of the image, and air that is
+    connected to it but brighter than air outside the body (lung cut by a targeted field of
+    view)."""
+    air = hu < LUNG_AIR_HU
+    labels, count = ndimage.label(air)
+    if count == 0:
+        return air
+    edge = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(),
+                                     labels[:, :, [0, -1]].ravel()]))
+    edge = edge[edge > 0]
+    median = ndimage.median(hu, labels, edge) if len(edge) else []
+    outside = edge[np.asarray(median) < OUTSIDE_AIR_HU]
+    return air & ~np.isin(labels, outside)
 
 
 def enclosed_air(air: np.ndarray) -> np.ndarray:
@@ -83,17 +172,31 @@ def midline_column(mask: np.ndarray) -> float | None:
     return (columns[0] + columns[-1]) / 2 if len(columns) else None
 
 
-def _halves(mask: np.ndarray) -> list[np.ndarray]:
-    """The mask left and right of the midline of its columns (the lungs touch at the anterior
-    junction line, which a coarse grid does not resolve)."""
-    centre = midline_column(mask)
-    if centre is None:
-        return []
-    midline = int(round(centre))
-    left, right = mask.copy(), mask.copy()
-    left[:, :, midline:] = False
-    right[:, :, :midline] = False
-    return [left, right]
+def _each_lung(mask: np.ndarray, spacing_mm: Spacing) -> list[np.ndarray]:
+    """Each lung (connected air of at least MIN_LUNG_ML), one mask each; two lungs that touch
+    (at the anterior or posterior junction line, which a coarse grid does not resolve) are
+    parted by eroding them until two cores appear and giving every voxel to the nearest."""
+    lungs = []
+    for region in _large_components(mask, spacing_mm):
+        lungs += _parted(region, spacing_mm)
+    return lungs
+
+
+def _parted(region: np.ndarray, spacing_mm: Spacing) -> list[np.ndarray]:
+    depth = ndimage.distance_transform_edt(region, sampling=spacing_mm)
+    for radius in SPLIT_CORES_MM:
+        cores = _large_components(depth > radius, spacing_mm)
+        if len(cores) >= 2:
+            seeds = np.zeros(region.shape, np.int32)
+            for number, core in enumerate(cores, start=1):
+                seeds[core] = number
+            nearest = ndimage.distance_transform_edt(
+                seeds == 0, sampling=spacing_mm, return_distances=False, return_indices=True)
+            owner = seeds[tuple(nearest)]
+            return [region & (owner == number) for number in range(1, len(cores) + 1)]
+        if len(cores) == 0:
+            break
+    return [region]
 
 
 def _closed_and_filled(lung: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:
@@ -112,19 +215,18 @@ def _large_components(mask: np.ndarray, spacing_mm: tuple[float, float, float]
     return [labels == label for label in keep]
 
 
-def upsample(mask: np.ndarray, step: list[int], shape: tuple[int, ...]) -> np.ndarray:
-    full = mask.repeat(step[0], 0).repeat(step[1], 1).repeat(step[2], 2)
-    return full[: shape[0], : shape[1], : shape[2]]
-
-
 def opening(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
             ) -> np.ndarray:
     """Binary opening with a ball of ``radius_mm`` (outside the array counts as background),
     through distance transforms: the same result as ``ellipsoid``, in time independent of
-    the radius."""
-    padded, inner = _padded(mask, radius_mm, spacing_mm)
-    eroded = ndimage.distance_transform_edt(padded, sampling=spacing_mm) > radius_mm
-    return within(eroded, radius_mm, spacing_mm)[inner]
+    the radius; worked out in the mask's box."""
+    box = bounding_box(mask)
+    opened = np.zeros_like(mask)
+    if box is not None:
+        padded, inner = _padded(mask[box], radius_mm, spacing_mm)
+        eroded = ndimage.distance_transform_edt(padded, sampling=spacing_mm) > radius_mm
+        opened[box] = within(eroded, radius_mm, spacing_mm)[inner]
+    return opened
 
 
 def closing(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
@@ -144,10 +246,13 @@ def _padded(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, 
 
 def within(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
            ) -> np.ndarray:
-    """Voxels at most ``radius_mm`` from a voxel of ``mask`` (a dilation with a ball)."""
-    if not mask.any():
-        return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing_mm) <= radius_mm
+    """Voxels at most ``radius_mm`` from a voxel of ``mask`` (a dilation with a ball), worked
+    out in the box that can hold them (a sparse mask costs little)."""
+    box = bounding_box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in spacing_mm])
+    grown = np.zeros_like(mask)
+    if box is not None:
+        grown[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
+    return grown
 
 
 def bounding_box(mask: np.ndarray, margin: list[int] | None = None

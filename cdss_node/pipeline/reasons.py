@@ -11,7 +11,16 @@ from enum import Enum
 CODING_SCHEME = "99CDSS"
 
 
-class NotEvaluableReason(Enum):
+class _Coded(Enum):
+    """A member is (code value, code meaning, the sentence the radiologist reads)."""
+
+    def __init__(self, code: str, meaning: str, sentence: str):
+        self.code = code
+        self.meaning = meaning
+        self.sentence = sentence
+
+
+class NotEvaluableReason(_Coded):
     """(code value, code meaning, what the radiologist reads)."""
 
     NOT_CT = ("NE001", "Not a CT series",
@@ -39,7 +48,28 @@ class NotEvaluableReason(Enum):
                               "The image matrix is outside the sizes the node analyses "
                               "(16 to 4096 pixels a side).")
 
-    def __init__(self, code: str, meaning: str, sentence: str):
-        self.code = code
-        self.meaning = meaning
-        self.sentence = sentence
+    LUNGS_NOT_COVERED = ("NE012", "Lungs not covered",
+                         "The scan does not cover the lungs (its range or field of view holds "
+                         "too little lung to look for a tumor).")
+
+
+
+class QualityFlag(_Coded):
+    """What the radiologist should know about an analysed (or refused) case: (code value, code
+    meaning, sentence). Private scheme ``99CDSS`` as the reasons."""
+
+    LUNGS_NOT_COVERED = ("QF001", "Lungs not covered by the scan",
+                         "The scan's range or field of view holds too little lung.")
+    LUNGS_INCOMPLETE = ("QF002", "Lungs cut by the scan",
+                        "The lungs run off the scan's first or last slice or its field of "
+                        "view: a tumor outside it cannot be seen.")
+    LUNG_VOLUME_IMPLAUSIBLE = ("QF003", "Lung volume implausible",
+                               "The lung fields found are of an implausible volume for whole "
+                               "adult lungs; check the outline.")
+    TUMOR_TRUNCATED = ("QF004", "Tumor truncated by the scan",
+                       "The tumor runs off the scan's edge: its size and shape features are "
+                       "not trustworthy.")
+    SIMILAR_CANDIDATES = ("QF005", "Several candidates of similar size",
+                          "Other lesion candidates of similar size were found (in the SEG as "
+                          "\"other lesion candidate\"); the largest was analysed.")
+

@@ -101,6 +101,9 @@ class TumorMask:
     spacing_mm: tuple[float, float, float]
     segmenter: str                            # name and version, for the SEG and the SR
     candidates: int                           # lesion candidates the segmenter considered
+    flags: tuple = ()                         # QualityFlag members, for the radiologist
+    lung_volume_ml: float | None = None       # the lung fields' volume, where measured
+    others: np.ndarray | None = None          # uint8: other lesion candidates, numbered 1..
 
     def __post_init__(self) -> None:
         require(isinstance(self.mask, np.ndarray) and self.mask.dtype == bool

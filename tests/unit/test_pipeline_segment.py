@@ -33,7 +33,7 @@ def test_finds_and_outlines_the_sample_tumor(sample):
     result = DefaultSegmenter().segment(volume)
     assert result.found and result.candidates >= 1
     assert dice(result.mask, tumor) >= 0.8
-    assert result.segmenter == "CDSS default lesion segmenter 0.3"
+    assert result.segmenter == "CDSS default lesion segmenter 0.4"
     centre = np.argwhere(tumor).mean(axis=0)
     assert np.abs(np.array(result.centre_voxel) - centre).max() <= 2
 
@@ -81,3 +81,39 @@ def test_opening_by_distance_equals_opening_with_the_ball(spacing):
     mask = ndimage.binary_dilation(rng.random((20, 40, 40)) > 0.97, iterations=3)
     expected = ndimage.binary_opening(mask, ellipsoid(3.5, spacing))
     assert np.array_equal(opening(mask, 3.5, spacing), expected)
+
+
+def test_lung_flags_from_the_lung_fields_volume_and_edges():
+    from cdss_node.pipeline.lungs import LungFields
+    from cdss_node.pipeline.reasons import QualityFlag as Q
+    from cdss_node.pipeline.segment import lung_flags
+
+    def fields(ml: float, touching_mm2: float = 0.0) -> LungFields:
+        mask = np.zeros((40, 60, 60), bool)          # 3 mm voxels: 27 mm3 each
+        count = int(round(ml * 1000 / 27))
+        mask[2:38, 2:58, 2:58].flat[:count] = True
+        mask[0, :, :].flat[:int(touching_mm2 / 9)] = True   # on the first slice
+        return LungFields(mask, (3.0, 3.0, 3.0))
+
+    assert lung_flags(fields(100)) == [Q.LUNGS_NOT_COVERED]
+    assert lung_flags(fields(900)) == [Q.LUNG_VOLUME_IMPLAUSIBLE]
+    assert lung_flags(fields(3000)) == []
+    assert lung_flags(fields(3000, touching_mm2=300)) == []        # grazing the apex
+    assert lung_flags(fields(3000, touching_mm2=2000)) == [Q.LUNGS_INCOMPLETE]
+
+
+def test_the_primary_cut_by_the_edge_is_truncated_and_a_second_of_similar_size_is_said():
+    from cdss_node.pipeline.reasons import QualityFlag as Q
+    from cdss_node.pipeline.segment import Candidate, candidate_flags
+
+    def candidate(ml: float) -> Candidate:
+        return Candidate(1, ml * 1000, 0.8, 0.9, 3.0, 20.0)
+
+    inside = np.zeros((10, 10, 10), bool)
+    inside[3:6, 3:6, 3:6] = True
+    edge = inside.copy()
+    edge[:, 0, 4] = True
+    assert candidate_flags([candidate(10)], inside) == []
+    assert candidate_flags([candidate(10)], edge) == [Q.TUMOR_TRUNCATED]
+    assert candidate_flags([candidate(10), candidate(4)], inside) == []
+    assert candidate_flags([candidate(10), candidate(6)], inside) == [Q.SIMILAR_CANDIDATES]
