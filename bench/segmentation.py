@@ -15,7 +15,7 @@ by case and by variant.
 Needs the real CTs (``cdss-train real-ct``). Hybrid cases: the lesion-free TotalSegmentator
 thorax at 1 mm and 5 mm slices, each lesion kind at 6-60 mm (``training.segmentation_eval``).
 Real cases: the PyRadiomics lung1/lung2 tumors (their masks) and Lung_Dx-A0001 (a mass without
-mask: found when the mask lies on slices 40-54, where the mass is). Prints detection and
+mask: found when at least half the mask lies on slices 40-54, where the mass is). Prints detection and
 median Dice by kind for lesions of at least 10 mm, every case, "no tumor found" on the
 lesion-free thorax, and the seconds per CT. Not a test: it asserts nothing.
 """
@@ -78,7 +78,7 @@ def real_cases(segmenter) -> list[str]:
             lines.append(f"  {name:<14} Dice {dice(mask, truth):.2f}  {where}  {seconds:.1f} s")
         else:
             low, high = LUNGDX_MASS_SLICES
-            on_mass = len(slices) and low <= slices.min() and slices.max() <= high
+            on_mass = mask.any() and mask[low:high + 1].sum() >= 0.5 * mask.sum()
             lines.append(f"  {name:<14} {'found' if on_mass else 'MISSED'} (mass on slices "
                          f"{low}-{high})  {where}  {seconds:.1f} s")
     return lines
