@@ -15,8 +15,8 @@ by case and by variant.
 Needs the real CTs (``cdss-train real-ct``). Hybrid cases: the lesion-free TotalSegmentator
 thorax at 1 mm and 5 mm slices, each lesion kind at 6-60 mm (``training.segmentation_eval``).
 Real cases: the PyRadiomics lung1/lung2 tumors (their masks) and Lung_Dx-A0001 (a mass without
-mask: found when at least half the mask lies on slices 40-54, where the mass is). Prints detection and
-median Dice by kind for lesions of at least 10 mm, every case, "no tumor found" on the
+mask: found when at least half the mask lies on slices 40-54, where the mass is). Prints
+detection and median Dice by kind for lesions of at least 10 mm, every case, "no tumor found" on the
 lesion-free thorax, and the seconds per CT. Not a test: it asserts nothing.
 """
 
