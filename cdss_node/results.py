@@ -45,7 +45,7 @@ def result_document(analysis: Analysis, bundle: ModelBundle) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": analysis.status,
         "reason": _reason(analysis),
-        "quality_flags": quality_flags(analysis.tumor),
+        "quality_flags": quality_flags(analysis),
         "series": _series(analysis.volume),
         "tumor": _tumor(analysis.tumor, analysis.volume),
         "prediction": _prediction(analysis),
@@ -77,11 +77,10 @@ def _reason(analysis: Analysis) -> dict | None:
             "sentence": reason.sentence, "detail": analysis.detail}
 
 
-def quality_flags(tumor: TumorMask | None) -> list[dict]:
+def quality_flags(analysis: Analysis) -> list[dict]:
     """What the radiologist should know of the case (``QualityFlag``), coded."""
-    flags = tumor.flags if tumor is not None else ()
     return [{"code": f.code, "scheme": CODING_SCHEME, "meaning": f.meaning,
-             "sentence": f.sentence} for f in flags]
+             "sentence": f.sentence} for f in analysis.quality_flags]
 
 
 def _series(volume: CTVolume | None) -> dict | None:
@@ -100,7 +99,7 @@ def _tumor(tumor: TumorMask | None, volume: CTVolume | None) -> dict | None:
             "volume_mm3": round(tumor.volume_mm3, 3), "mask_file": MASK_FILE,
             "centre_voxel_zyx": list(centre) if centre else None,
             "centre_mm_lps": patient_position(volume, centre) if centre else None,
-            "other_candidates": int(tumor.others.max()) if tumor.others is not None else 0,
+            "other_candidates": tumor.other_candidates,
             "lung_volume_ml": None if tumor.lung_volume_ml is None
             else round(tumor.lung_volume_ml, 1)}
 

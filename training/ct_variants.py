@@ -33,6 +33,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from training import real_ct
+from training.hybrid_lesions import host_from_image, insert, lung_mask
+
 SLICE_VARIANTS_MM = (1.0, 1.25, 2.5, 5.0)
 PIXEL_VARIANTS_MM = (0.5, 0.98)
 FOV_MM = 180.0
@@ -101,9 +104,7 @@ def _on_grid(image: sitk.Image, spacing: list[float], interpolator, fill: float)
 
 def lungs_of(image: sitk.Image) -> np.ndarray:
     """The lungs (z, y, x), found independently of the segmenters (``hybrid_lesions``)."""
-    from training.hybrid_lesions import lung_mask
-    from training.real_ct import arrays
-    return lung_mask(*arrays(image))
+    return lung_mask(*real_ct.arrays(image))
 
 
 def one_lung_fov(case: Case) -> Case:
@@ -124,7 +125,7 @@ def one_lung_fov(case: Case) -> Case:
     nx, ny = case.image.GetSize()[:2]
     xs = slice(max(int(cx - half[0]), 0), min(int(cx + half[0]), nx))
     ys = slice(max(int(cy - half[1]), 0), min(int(cy + half[1]), ny))
-    return _cropped(case, xs, ys, slice(None))
+    return cropped(case, xs, ys, slice(None))
 
 
 def cut(case: Case, top: bool) -> Case:
@@ -133,13 +134,13 @@ def cut(case: Case, top: bool) -> Case:
     z = np.flatnonzero(lungs_of(case.image).any(axis=(1, 2)))
     extent = z.max() - z.min()
     if top:
-        return _cropped(case, slice(None), slice(None),
+        return cropped(case, slice(None), slice(None),
                         slice(0, int(z.max() - CUT_FRACTION * extent) + 1))
-    return _cropped(case, slice(None), slice(None), slice(int(z.min() + CUT_FRACTION * extent),
+    return cropped(case, slice(None), slice(None), slice(int(z.min() + CUT_FRACTION * extent),
                                                          None))
 
 
-def _cropped(case: Case, xs: slice, ys: slice, zs: slice) -> Case:
+def cropped(case: Case, xs: slice, ys: slice, zs: slice) -> Case:
     label = None if case.label is None else case.label[xs, ys, zs]
     return Case(case.name, case.image[xs, ys, zs], label, case.region)
 
@@ -205,7 +206,6 @@ def real_cases() -> list[Case]:
     """Every real CT the project has (``training.real_ct``): lung1 and lung2 with their
     masks, Lung_Dx-A0001 with its mass's region, the lesion-free thorax, and that thorax with
     each of HYBRID_LESIONS inserted."""
-    from training import real_ct
     cases = []
     for name in ("pyrad-lung1", "pyrad-lung2"):
         image, truth = real_ct.load(name)
@@ -221,7 +221,6 @@ def real_cases() -> list[Case]:
 
 
 def hybrid_case(thorax: sitk.Image, kind: str, diameter_mm: float, seed: int) -> Case:
-    from training.hybrid_lesions import host_from_image, insert
     hu, lesion = insert(host_from_image(thorax), kind, diameter_mm, seed)
     return Case(f"ts+{kind}-{diameter_mm:g}", _like(hu.astype(np.float32), thorax),
                 _like(lesion.mask.astype(np.uint8), thorax))

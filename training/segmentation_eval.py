@@ -13,10 +13,13 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import numpy as np
+import SimpleITK as sitk
 
+from cdss_node.pipeline.reasons import QualityFlag
 from cdss_node.pipeline.records import CTVolume, HeaderFacts
 from cdss_node.pipeline.segment import Segmenter
 from training.hybrid_lesions import KINDS, Host, insert
+from training.real_ct import arrays
 
 DETECTED_FRACTION = 0.1
 DIAMETERS_MM = (6.0, 10.0, 20.0, 30.0, 45.0, 60.0)
@@ -113,15 +116,11 @@ def score_variant(segmenter: Segmenter, case, variant: str) -> VariantResult:
     """Segment ``case`` (already varied) and score it: a mask by detection and Dice, a region
     by whether at least half the found tumor lies in it, a lesion-free CT by finding nothing
     (or refusing with a coded reason, which counts as no false tumor)."""
-    from training.real_ct import arrays
-    import SimpleITK as sitk
     hu, spacing = arrays(case.image)
     started = time.perf_counter()
     tumor = segmenter.segment(volume_of(hu, spacing))
     seconds = time.perf_counter() - started
     found, ml = tumor.mask, float(tumor.mask.sum() * np.prod(spacing) / 1000.0)
-    flags = tuple(flag.code for flag in getattr(tumor, "flags", ()))
-    refused = [f for f in getattr(tumor, "flags", ()) if f.name == "LUNGS_NOT_COVERED"]
     truth = None if case.label is None else sitk.GetArrayFromImage(case.label) > 0
     score = None
     if truth is None:
@@ -132,6 +131,7 @@ def score_variant(segmenter: Segmenter, case, variant: str) -> VariantResult:
     else:
         hit = detected(found, truth)
         outcome, score = ("found" if hit else "MISSED"), (dice(found, truth) if hit else 0.0)
-    if refused and not found.any():
+    if QualityFlag.LUNGS_NOT_COVERED in tumor.flags:   # refused: never a tumor
         outcome = f"{outcome} (lungs not covered)"
-    return VariantResult(case.name, variant, hu.shape, outcome, score, ml, flags, seconds)
+    return VariantResult(case.name, variant, hu.shape, outcome, score, ml,
+                         tuple(flag.code for flag in tumor.flags), seconds)

@@ -79,14 +79,13 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm, tracking_uid=hd.UID(), tracking_id=TUMOR_TRACKING_ID)
     labels = tumor.mask.astype(np.uint8)
-    others = _other_candidates(tumor, algorithm)
-    if others:
-        labels[tumor.others > 0] = tumor.others[tumor.others > 0] + 1
+    if tumor.other_candidates:  # segments 2..: no overlap with the primary (the segmenter's)
+        labels = np.where(tumor.others > 0, tumor.others + 1, labels).astype(np.uint8)
     return hd.seg.Segmentation(
         source_images=source_datasets(volume, headers),
         pixel_array=frames_in_source_order(volume, labels),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[segment, *others],
+        segment_descriptions=[segment, *_other_candidates(tumor, algorithm)],
         series_instance_uid=result_series_uid(volume.series_uid, "SEG"),
         series_number=SEG_SERIES_NUMBER, series_description="CDSS EGFR: lung tumor segmentation",
         sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
@@ -99,14 +98,14 @@ def _other_candidates(tumor: TumorMask, algorithm) -> list[hd.seg.SegmentDescrip
     """Segments 2.. for the other plausible lesion candidates the segmenter weighed (the primary
     is the largest), so that the radiologist sees them; a lesion (SCT 52988006), not called a
     neoplasm."""
-    count = int(tumor.others.max()) if tumor.others is not None else 0
     return [hd.seg.SegmentDescription(
         segment_number=number + 1, segment_label=f"Other lesion candidate {number}",
         segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=LESION, anatomic_regions=[LUNG],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm, tracking_uid=hd.UID(),
-        tracking_id=f"Other lesion candidate {number}") for number in range(1, count + 1)]
+        tracking_id=f"Other lesion candidate {number}")
+        for number in range(1, tumor.other_candidates + 1)]
 
 
 def split_segmentations(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:

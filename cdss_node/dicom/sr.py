@@ -120,14 +120,12 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
 
 def _quality_note(analysis: Analysis) -> str:
     """The quality flags as sentences for the impression: what to check before trusting it."""
-    flags = analysis.tumor.flags if analysis.tumor is not None else ()
-    return "".join(f" Quality: {flag.sentence}" for flag in flags)
+    return "".join(f" Quality: {flag.sentence}" for flag in analysis.quality_flags)
 
 
 def _flag_evaluations(analysis: Analysis) -> list[hd.sr.QualitativeEvaluation]:
-    flags = analysis.tumor.flags if analysis.tumor is not None else ()
     return [hd.sr.QualitativeEvaluation(QUALITY_FLAG, Code(flag.code, P, flag.meaning))
-            for flag in flags]
+            for flag in analysis.quality_flags]
 
 
 def _summary(impression: str, model: ReportedModel) -> hd.sr.ContainerContentItem:

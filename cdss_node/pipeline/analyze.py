@@ -53,6 +53,11 @@ class Analysis:
     prediction: EgfrPrediction | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def quality_flags(self) -> tuple[QualityFlag, ...]:
+        """The segmenter's quality flags (none before segmentation)."""
+        return self.tumor.flags if self.tumor is not None else ()
+
     def __post_init__(self) -> None:
         require(self.status in (OK, NOT_EVALUABLE), "status", f"{OK} or {NOT_EVALUABLE}",
                 self.status)

@@ -124,23 +124,26 @@ def body_air(hu: np.ndarray) -> np.ndarray:
     connected to it but brighter than air outside the body (lung cut by a targeted field of
     view)."""
     air = hu < LUNG_AIR_HU
-    labels, count = ndimage.label(air)
-    if count == 0:
+    labels, edge = _edge_components(air)
+    if len(edge) == 0:
         return air
-    edge = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(),
-                                     labels[:, :, [0, -1]].ravel()]))
-    edge = edge[edge > 0]
-    median = ndimage.median(hu, labels, edge) if len(edge) else []
-    outside = edge[np.asarray(median) < OUTSIDE_AIR_HU]
+    outside = edge[np.asarray(ndimage.median(hu, labels, edge)) < OUTSIDE_AIR_HU]
     return air & ~np.isin(labels, outside)
 
 
 def enclosed_air(air: np.ndarray) -> np.ndarray:
     """Air not connected to the edge of the axial field of view (outside the body)."""
-    labels, _ = ndimage.label(air)
-    outside = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(),
-                                        labels[:, :, [0, -1]].ravel()]))
-    return air & ~np.isin(labels, outside)
+    labels, edge = _edge_components(air)
+    return air & ~np.isin(labels, edge)
+
+
+def _edge_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's connected components, and the labels of those that reach the axial edge of
+    the image."""
+    labels, _ = ndimage.label(mask)
+    edge = np.unique(np.concatenate([labels[:, [0, -1], :].ravel(),
+                                     labels[:, :, [0, -1]].ravel()]))
+    return labels, edge[edge > 0]
 
 
 def airway(air: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.ndarray:

@@ -47,11 +47,9 @@ class NotEvaluableReason(_Coded):
     UNSUPPORTED_IMAGE_SIZE = ("NE011", "Unsupported image size",
                               "The image matrix is outside the sizes the node analyses "
                               "(16 to 4096 pixels a side).")
-
     LUNGS_NOT_COVERED = ("NE012", "Lungs not covered",
                          "The scan does not cover the lungs (its range or field of view holds "
                          "too little lung to look for a tumor).")
-
 
 
 class QualityFlag(_Coded):

@@ -119,6 +119,11 @@ class TumorMask:
         return bool(self.mask.any())
 
     @property
+    def other_candidates(self) -> int:
+        """How many other lesion candidates ``others`` numbers."""
+        return 0 if self.others is None else int(self.others.max())
+
+    @property
     def volume_mm3(self) -> float:
         return float(np.count_nonzero(self.mask) * np.prod(self.spacing_mm))
 

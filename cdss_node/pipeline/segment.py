@@ -180,13 +180,10 @@ def _outline_candidate(found: CandidateMap, candidate: Candidate, volume: CTVolu
     """The candidate outlined on the CT's own grid, in a box around it."""
     shape, spacing = volume.hu.shape, volume.spacing_mm
     grid = found.on_grid(candidate)
-    reach = candidate.opening_mm + SHELL_MM
-    start = [int(b.start * f / s) for b, f, s in zip(bounding_box(grid), found.spacing_mm,
-                                                      spacing)]
-    stop = [int(np.ceil(b.stop * f / s)) + 1 for b, f, s in zip(bounding_box(grid),
-                                                                 found.spacing_mm, spacing)]
-    margin = [int(np.ceil(reach / s)) + 1 for s in spacing]
-    box = widen(tuple(slice(a, b) for a, b in zip(start, stop)), margin, shape)
+    on_ct = tuple(slice(int(b.start * f / s), int(np.ceil(b.stop * f / s)) + 1)
+                  for b, f, s in zip(bounding_box(grid), found.spacing_mm, spacing))
+    margin = [int(np.ceil((candidate.opening_mm + SHELL_MM) / s)) + 1 for s in spacing]
+    box = widen(on_ct, margin, shape)
     seed = to_shape(grid, found.spacing_mm, spacing, shape, box)
     lungs_here = to_shape(lungs.mask, lungs.spacing_mm, spacing, shape, box)
     outline = np.zeros(shape, dtype=bool)

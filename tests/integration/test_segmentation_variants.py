@@ -5,18 +5,25 @@ edges, and its own reason when the lungs are not in the scan. The full table is
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
 from cdss_node.pipeline.reasons import QualityFlag
 from cdss_node.pipeline.segment import DefaultSegmenter
-from training import ct_variants
-from training.ct_variants import Case, _cropped, lungs_of, variants
-from training.segmentation_eval import score_variant, volume_of
+from tests.conftest import require_tool
+from training import ct_variants, real_ct
+from training.ct_variants import Case, cropped, lungs_of, variants
 from training.real_ct import arrays
+from training.segmentation_eval import score_variant, volume_of
 
 pytestmark = pytest.mark.integration
 
@@ -26,9 +33,13 @@ def cases() -> dict[str, Case]:
     try:
         return {case.name: case for case in ct_variants.real_cases()}
     except FileNotFoundError as missing:
-        if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
-            pytest.fail(str(missing))
-        pytest.skip(str(missing))
+        _missing(str(missing))
+
+
+def _missing(why: str) -> None:
+    if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
 
 
 def segment(case: Case):
@@ -65,7 +76,7 @@ def test_vessels_cut_by_the_scan_edge_are_no_tumor(cases):
     levels = range(z.min() + (z.max() - z.min()) // 3, z.max() - (z.max() - z.min()) // 3, step)
     false = []
     for top in levels:
-        found = segment(_cropped(thorax, slice(None), slice(None), slice(0, top + 1)))
+        found = segment(cropped(thorax, slice(None), slice(None), slice(0, top + 1)))
         if found.found:
             false.append((top, found.volume_mm3 / 1000))
     assert len(levels) >= 3 and not false, false
@@ -76,7 +87,7 @@ def test_a_tumor_cut_by_the_scan_is_found_and_flagged_truncated(cases):
     truth = sitk.GetArrayFromImage(lung2.label) > 0
     z = np.flatnonzero(truth.any(axis=(1, 2)))
     middle = int((z.min() + z.max()) // 2)
-    cut = _cropped(lung2, slice(None), slice(None), slice(middle, None))
+    cut = cropped(lung2, slice(None), slice(None), slice(middle, None))
     result = score_variant(DefaultSegmenter(), cut, "cut through the tumor")
     assert result.outcome == "found", result
     assert QualityFlag.TUMOR_TRUNCATED.code in result.flags
@@ -85,7 +96,7 @@ def test_a_tumor_cut_by_the_scan_is_found_and_flagged_truncated(cases):
 def test_a_scan_without_lungs_says_so_not_no_tumor(cases):
     lung1 = cases["pyrad-lung1"]
     z = np.flatnonzero(lungs_of(lung1.image).any(axis=(1, 2)))
-    below = _cropped(lung1, slice(None), slice(None), slice(0, int(z.min()) + 2))
+    below = cropped(lung1, slice(None), slice(None), slice(0, int(z.min()) + 2))
     found = segment(below)
     assert not found.found
     assert QualityFlag.LUNGS_NOT_COVERED in found.flags
@@ -101,16 +112,9 @@ def test_flags_and_other_candidates_reach_result_json_the_seg_and_the_sr(tmp_pat
     """Lung_Dx-A0001 as a scan that stops above the lung bases (its upper 40 slices, the mass
     within them): the lungs-cut flag in result.json and the SR (coded, and in the impression),
     and the other candidate the segmenter weighed as a second SEG segment."""
-    import json
-    import shutil
-    import subprocess
-    import sys
-
-    import highdicom as hd
-    import pydicom
-
-    from tests.conftest import require_tool
-    source = real_ct_folder() / "image"
+    source = real_ct.cache_dir() / "lungdx-a0001" / "image"
+    if not source.is_dir():
+        _missing(f"{source}: run `cdss-train real-ct` first")
     files = sorted(source.glob("*"), key=lambda p: float(
         pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
     series = tmp_path / "series"
@@ -143,17 +147,3 @@ def _items(dataset):
     for item in dataset.get("ContentSequence", []):
         yield item
         yield from _items(item)
-
-
-def real_ct_folder():
-    folder = ct_variants_cache() / "lungdx-a0001"
-    if not folder.is_dir():
-        if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
-            pytest.fail(f"{folder}: run `cdss-train real-ct` first")
-        pytest.skip(f"{folder}: run `cdss-train real-ct` first")
-    return folder
-
-
-def ct_variants_cache():
-    from training.real_ct import cache_dir
-    return cache_dir()
