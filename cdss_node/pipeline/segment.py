@@ -2,8 +2,10 @@
 
 The default segmenter needs no trained weights. It finds the lung fields
 (:mod:`cdss_node.pipeline.lungs`, on a 3 mm grid), the lesion candidates within them (tissue
-denser than -650 HU, so ground glass too, on a 1.5 mm grid whatever the series, opened to cut
-vessels away: 3 mm first, then 6 and 10 mm for what is still joined to vessels), keeps the
+denser than -650 HU, so ground glass too, but not contrast-filled blood, on a 1.5 mm grid
+whatever the series, opened to cut vessels away: 3 mm first, then 6 and 10 mm for what is still
+joined to vessels, each opening flattened along z by the half slice that partial volume blurs
+a lesion over), keeps the
 plausible ones (size, roundness, an aerated shell, not as dense as contrast-filled blood) and
 outlines the largest of them, the primary tumor, at full resolution; up to
 MAX_OTHER_CANDIDATES other plausible ones are outlined too, for the radiologist to see.
@@ -43,6 +45,9 @@ SMALL_MIN_COMPACTNESS = 0.6 # a piece of a vessel junction is often 8 mm and hal
 MIN_COMPACTNESS = 0.5       # candidate volume / volume of the sphere around its extent
 MIN_PARENCHYMA = 0.5        # share of the shell that must be aerated lung
 MAX_MEDIAN_HU = 100.0       # contrast-filled vessels are denser than lung tumors
+IN_PLANE_STRETCH = 1e3      # z measured this much longer: the opening stays in each slice
+BLOOD_POOL_HU = 150.0       # contrast-filled blood (150-400 HU) is not lesion tissue: a tumor
+                            # touching an enhanced hilar vessel parts from it before the openings
 CANDIDATE_SPACING_MM = 1.5  # candidates are found on a grid this fine, whatever the series
 UNSEEN_HU = 0.0             # beyond the scan's edges: no evidence of aerated lung
 MIN_COVERED_LUNG_ML = 250.0 # less lung than this in the scan: the lungs are not covered
@@ -122,7 +127,7 @@ class DefaultSegmenter:
     outline. No weights."""
 
     name = "CDSS default lesion segmenter"
-    version = "0.4"
+    version = "0.5"
 
     def segment(self, volume: CTVolume) -> TumorMask:
         fine, fine_mm = to_grid(volume.hu, volume.spacing_mm, CANDIDATE_SPACING_MM)
@@ -131,7 +136,7 @@ class DefaultSegmenter:
         if QualityFlag.LUNGS_NOT_COVERED in flags:
             return _no_tumor(volume, self, flags, lungs)
         found = find_candidates(fine, to_shape(lungs.mask, lungs.spacing_mm, fine_mm,
-                                               fine.shape), fine_mm)
+                                               fine.shape), fine_mm, volume.spacing_mm[0])
         plausible = found.plausible if found else []
         outlines = [_outline_candidate(found, c, volume, lungs)
                     for c in plausible[:1 + MAX_OTHER_CANDIDATES]]
@@ -191,22 +196,25 @@ def _outline_candidate(found: CandidateMap, candidate: Candidate, volume: CTVolu
     return outline
 
 
-def find_candidates(hu: np.ndarray, lungs: np.ndarray, spacing_mm: tuple[float, float, float]
-                    ) -> CandidateMap | None:
-    """Tissue denser than LESION_HU in the lung fields (on the candidate grid), opened to cut
-    vessels away: first with the smallest of VESSEL_OPENINGS_MM, then what is not plausible
-    (a tumor still joined to vessels) with the next larger one, and so on. Worked out in the
-    lungs' box, widened by the shell so that only the scan's edges clip a shell."""
+def find_candidates(hu: np.ndarray, lungs: np.ndarray, spacing_mm: tuple[float, float, float],
+                    slice_mm: float) -> CandidateMap | None:
+    """Tissue denser than LESION_HU (and not blood pool) in the lung fields (on the candidate
+    grid), opened to cut vessels away: first with the smallest of VESSEL_OPENINGS_MM, then
+    what is not plausible (a tumor still joined to vessels) with the next larger one, and so
+    on; each opening as thick along z as the series' slices (``slice_mm``) resolve
+    (``vessel_opening``). Worked out in the lungs' box, widened by the shell so that only the
+    scan's edges clip a shell."""
     margin = [int(np.ceil(SHELL_MM / s)) + 1 for s in spacing_mm]
     box = bounding_box(lungs, margin)
     if box is None:
         return None
-    hu_c, remaining = hu[box], (hu[box] > LESION_HU) & lungs[box]
+    hu_c = hu[box]
+    remaining = (hu_c > LESION_HU) & (hu_c <= BLOOD_POOL_HU) & lungs[box]
     plausible_labels = np.zeros(remaining.shape, dtype=np.int32)
     measured: list[Candidate] = []
     offset = 0
     for radius in VESSEL_OPENINGS_MM:
-        labels, count = ndimage.label(opening(remaining, radius, spacing_mm))
+        labels, count = ndimage.label(vessel_opening(remaining, radius, spacing_mm, slice_mm))
         found = _measure(labels, hu_c, lungs[box], spacing_mm, radius, offset)
         measured += found
         for candidate in (c for c in found if c.plausible):
@@ -216,6 +224,17 @@ def find_candidates(hu: np.ndarray, lungs: np.ndarray, spacing_mm: tuple[float, 
         if not remaining.any():
             break
     return CandidateMap(plausible_labels, box, spacing_mm, hu.shape, measured)
+
+
+def vessel_opening(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float],
+                   slice_mm: float) -> np.ndarray:
+    """An opening with an ellipsoid: ``radius_mm`` in the axial plane, less half a slice
+    along z, where partial volume blurs a lesion's top and bottom over half a slice (a 10 mm
+    nodule on 5 mm slices is dense on fewer mm of z than across); in-plane only when no
+    thickness is left."""
+    z_radius = radius_mm - slice_mm / 2
+    stretch = radius_mm / z_radius if z_radius > spacing_mm[0] / 2 else IN_PLANE_STRETCH
+    return opening(mask, radius_mm, (spacing_mm[0] * stretch, *spacing_mm[1:]))
 
 
 def _measure(labels: np.ndarray, hu: np.ndarray, lungs: np.ndarray,

@@ -54,10 +54,6 @@ def test_no_tumor_on_the_lesion_free_thorax(hosts):
         assert not found.found, f"false tumor at {host.spacing_mm[0]} mm slices"
 
 
-@pytest.mark.xfail(strict=True, reason="v0.4 regression (issue 16 open): 8 of 12 detected, the "
-                   "four 10 mm lesions missed; on the 1.5 mm grid a 10 mm lesion beside a "
-                   "vessel stays joined to it after the 3 mm opening and is gone after the 6 mm "
-                   "one (v0.3, on its strided grid, passed)")
 def test_solid_and_part_solid_lesions_of_10_mm_and_more(hosts):
     results = [evaluate(DefaultSegmenter(), *case) for case in hybrid_cases(
         hosts, ("solid", "part-solid"), (10.0, 20.0, 45.0))]

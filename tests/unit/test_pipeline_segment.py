@@ -33,7 +33,7 @@ def test_finds_and_outlines_the_sample_tumor(sample):
     result = DefaultSegmenter().segment(volume)
     assert result.found and result.candidates >= 1
     assert dice(result.mask, tumor) >= 0.8
-    assert result.segmenter == "CDSS default lesion segmenter 0.4"
+    assert result.segmenter == "CDSS default lesion segmenter 0.5"
     centre = np.argwhere(tumor).mean(axis=0)
     assert np.abs(np.array(result.centre_voxel) - centre).max() <= 2
 
@@ -117,3 +117,44 @@ def test_the_primary_cut_by_the_edge_is_truncated_and_a_second_of_similar_size_i
     assert candidate_flags([candidate(10)], edge) == [Q.TUMOR_TRUNCATED]
     assert candidate_flags([candidate(10), candidate(4)], inside) == []
     assert candidate_flags([candidate(10), candidate(6)], inside) == [Q.SIMILAR_CANDIDATES]
+
+
+def _ball(shape, centre, radius_mm, spacing):
+    axes = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return sum(((a - c) * s) ** 2 for a, c, s in zip(axes, centre, spacing)) <= radius_mm ** 2
+
+
+def test_the_vessel_opening_is_as_thick_along_z_as_the_slices_resolve():
+    """A 10 mm nodule that partial volume of 5 mm slices leaves dense on two slices of the
+    1.5 mm grid: the 3 mm opening keeps it at 5 mm slices (in the plane) but not as if the
+    slices were 1 mm thin (a ball nearly 6 mm high); a 4.5 mm vessel along x is cut away
+    either way."""
+    from cdss_node.pipeline.segment import vessel_opening
+
+    grid = (1.5, 1.5, 1.5)
+    nodule = _ball((20, 30, 40), (10, 15, 10), 5.0, grid)
+    nodule[:10], nodule[12:] = False, False
+    vessel = np.zeros_like(nodule)
+    vessel[9:12, 14:17, 20:] = True
+    mask = nodule | vessel
+    thick, thin = (vessel_opening(mask, 3.0, grid, s) for s in (5.0, 1.0))
+    assert (thick & nodule).sum() >= 0.8 * nodule.sum() and not (thick & vessel & ~nodule).any()
+    assert not thin.any()
+
+
+def test_a_nodule_touching_an_enhanced_vessel_is_parted_from_it():
+    """Blood pool (contrast-filled, denser than BLOOD_POOL_HU) is no lesion tissue: a 10 mm
+    nodule against a thick enhanced vessel is a candidate of its own, the vessel none."""
+    from cdss_node.pipeline.segment import find_candidates
+
+    grid = (1.5, 1.5, 1.5)
+    hu = np.full((30, 40, 60), -850.0, dtype=np.float32)
+    nodule = _ball(hu.shape, (15, 20, 20), 5.0, grid)
+    vessel = np.zeros(hu.shape, dtype=bool)
+    vessel[11:20, 16:25, 23:] = True      # 13 mm thick, from the nodule's edge to the hilum
+    hu[vessel], hu[nodule] = 250.0, 30.0
+    found = find_candidates(hu, np.ones(hu.shape, dtype=bool), grid, 1.0)
+    primary = found.on_grid(found.plausible[0])
+    assert len(found.plausible) == 1
+    assert (primary & nodule).sum() >= 0.8 * nodule.sum()
+    assert not (primary & vessel & ~nodule).any()
