@@ -29,6 +29,12 @@ ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")
 MANUFACTURER, MODEL_NAME = "CDSS", "CDSS EGFR node"
 SEG_SERIES_NUMBER = 9901
 TUMOR_TRACKING_ID = "Primary lung tumor 1"
+PRIMARY_LABEL = "Primary lung tumor (AI)"
+OTHER_LABEL = "Other lesion candidate {} (AI)"
+# Recommended display colours: the primary tumor red, the other candidates yellow, so that a
+# viewer draws them apart and not in its default colour.
+PRIMARY_COLOR = hd.color.CIELabColor.from_rgb(230, 40, 40)
+OTHER_COLOR = hd.color.CIELabColor.from_rgb(240, 200, 0)
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def tumor_segmentation(volume: CTVolume, tumor: TumorMask, headers: Sequence[Dat
     algorithm = hd.AlgorithmIdentificationSequence(name=name, version=version,
                                                    family=ARTIFICIAL_INTELLIGENCE)
     segment = hd.seg.SegmentDescription(
-        segment_number=1, segment_label="Primary lung tumor",
+        segment_number=1, segment_label=PRIMARY_LABEL, display_color=PRIMARY_COLOR,
         segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=NEOPLASM, anatomic_regions=[LUNG],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
@@ -99,7 +105,8 @@ def _other_candidates(tumor: TumorMask, algorithm) -> list[hd.seg.SegmentDescrip
     is the largest), so that the radiologist sees them; a lesion (SCT 52988006), not called a
     neoplasm."""
     return [hd.seg.SegmentDescription(
-        segment_number=number + 1, segment_label=f"Other lesion candidate {number}",
+        segment_number=number + 1, segment_label=OTHER_LABEL.format(number),
+        display_color=OTHER_COLOR,
         segmented_property_category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
         segmented_property_type=LESION, anatomic_regions=[LUNG],
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,

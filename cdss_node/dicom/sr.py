@@ -8,6 +8,11 @@ observer is the node. A series that could not be analysed gets a report whose on
 so with the coded reason and a sentence. No standard codes exist for EGFR status, the
 radiomics features or the reasons: they use the node's private scheme ``99CDSS``.
 
+A group before it (TID 1410) outlines the tumor on its key slice (largest axial area) as a closed
+polyline in that CT image's coordinates, with the same answer: viewers that draw only image
+coordinates (OHIF) show it on the image, labelled by its tracking identifier (the result in
+words). Every container is SEPARATE, so that renderers name each value on its own line.
+
 A "Summary" container (DCM 121111) comes right after TID 1500's context rows and before the
 Image Library: the impression in one sentence and the intended use. Viewers and ``dsr2html``
 render the tree in order, so these are the first lines a radiologist reads, not the end of a
@@ -25,6 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
+from cdss_node.dicom.key_slice import KeySlice, key_slice
 from cdss_node.dicom.seg import (
     ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
     Equipment, result_series_uid, segmenter_name_version)
@@ -34,6 +40,7 @@ from cdss_node.pipeline.records import EGFR_MUTANT
 
 SR_SERIES_NUMBER = 9902
 VOLUME = Code("118565006", "SCT", "Volume")
+AREA = Code("42798000", "SCT", "Area")
 COMMENT = Code("121106", "DCM", "Comment")
 SUMMARY = Code("121111", "DCM", "Summary")
 IMPRESSION = Code("121073", "DCM", "Impression")
@@ -99,8 +106,36 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
     if analysis.volume.lossy_compressed:
         impression += LOSSY_NOTE
     impression += _quality_note(analysis)
-    return _document(group, _summary(impression, model), [seg, *headers], headers, equipment,
-                     version)
+    key = key_slice(analysis.volume, analysis.tumor.mask, headers)
+    groups = ([_key_slice_group(analysis, model, key)] if key else []) + [group]
+    return _document(groups, _summary(impression, model), [seg, *headers], headers, equipment,
+                     version, key)
+
+
+def key_slice_label(analysis: Analysis) -> str:
+    """The result in words, as the planar ROI's tracking identifier (what viewers label it)."""
+    prediction = analysis.prediction
+    return (f"AI: {prediction.label}, p={prediction.probability:.2f}, "
+            f"{analysis.tumor.volume_mm3 / 1000:.1f} ml")
+
+
+def _key_slice_group(analysis: Analysis, model: ReportedModel, key: KeySlice
+                     ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the tumor's outline on its key slice, its area there, and the answer."""
+    source = hd.sr.SourceImageForRegion(
+        referenced_sop_class_uid=key.image.SOPClassUID,
+        referenced_sop_instance_uid=key.image.SOPInstanceUID,
+        referenced_frame_numbers=[key.frame] if key.frame else None)
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                               graphic_data=key.outline, source_image=source)
+    area = hd.sr.Measurement(name=AREA, value=key.area_mm2, unit=codes.UCUM.SquareMillimeter,
+                             algorithm_id=_segmenter(analysis.tumor.segmenter))
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
+                                                     identifier=key_slice_label(analysis)),
+        referenced_region=region, finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
+        algorithm_id=_algorithm(model), measurements=[area, *_answer(analysis, model)],
+        qualitative_evaluations=_status(analysis, model))
 
 
 def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequence[Dataset],
@@ -115,7 +150,7 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
     sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
     group[0].ContentSequence.extend(_flag_evaluations(analysis))
     group[0].ContentSequence.append(_text(COMMENT, sentence))
-    return _document(group, _summary(sentence, model), headers, headers, equipment, version)
+    return _document([group], _summary(sentence, model), headers, headers, equipment, version)
 
 
 def _quality_note(analysis: Analysis) -> str:
@@ -153,13 +188,17 @@ def _segmenter(segmenter: str) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=name[:64], version=version[:64])
 
 
+def _answer(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
+    """The tumor's volume and the EGFR probability."""
+    return [hd.sr.Measurement(name=VOLUME, value=analysis.tumor.volume_mm3,
+                              unit=codes.UCUM.CubicMillimeter,
+                              algorithm_id=_segmenter(analysis.tumor.segmenter)),
+            hd.sr.Measurement(name=codes.DCM.Probability, value=analysis.prediction.probability,
+                              unit=NO_UNITS, algorithm_id=_algorithm(model))]
+
+
 def _measurements(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
-    found = [hd.sr.Measurement(name=VOLUME, value=analysis.tumor.volume_mm3,
-                               unit=codes.UCUM.CubicMillimeter,
-                               algorithm_id=_segmenter(analysis.tumor.segmenter)),
-             hd.sr.Measurement(name=codes.DCM.Probability,
-                               value=analysis.prediction.probability, unit=NO_UNITS,
-                               algorithm_id=_algorithm(model))]
+    found = _answer(analysis, model)
     found += [hd.sr.Measurement(name=Code(f"RAD{k:03d}", P, name.removeprefix("original_")),
                                 value=float(value), unit=NO_UNITS)
               for k, (name, value) in enumerate(analysis.radiomics.as_dict().items(), start=1)]
@@ -175,17 +214,21 @@ def _clinical_name(name: str, imputed: Sequence[str]) -> str:
     return f"{label} (imputed)" if name in imputed else label
 
 
-def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.QualitativeEvaluation]:
+def _status(analysis: Analysis, model: ReportedModel) -> list[hd.sr.QualitativeEvaluation]:
+    """The predicted EGFR status and the model's intended use."""
     label = analysis.prediction.label
     status = Code("EGFR-MUT" if label == EGFR_MUTANT else "EGFR-WT", P, label)
     return [hd.sr.QualitativeEvaluation(EGFR_STATUS, status),
-            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat),
-            *_flag_evaluations(analysis)]
+            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)]
 
 
-def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],
-              headers: Sequence[Dataset], equipment: Equipment, version: Version
-              ) -> hd.sr.Comprehensive3DSR:
+def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.QualitativeEvaluation]:
+    return [*_status(analysis, model), *_flag_evaluations(analysis)]
+
+
+def _document(groups, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],
+              headers: Sequence[Dataset], equipment: Equipment, version: Version,
+              key: KeySlice | None = None) -> hd.sr.Comprehensive3DSR:
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -193,9 +236,10 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
             model_name=MODEL_NAME, serial_number=equipment.device_serial_number))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=[group],
-        referenced_images=_library_images(headers))
+        procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=groups,
+        referenced_images=_library_images(headers, key))
     _insert_after_context(report[0], summary)
+    _separate(report[0])
     source_series = str(headers[0].SeriesInstanceUID)
     return hd.sr.Comprehensive3DSR(
         evidence=list(evidence), content=report[0],
@@ -207,14 +251,26 @@ def _document(group, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dat
         contributing_equipment=[_contributing(equipment)])
 
 
-def _library_images(headers: Sequence[Dataset]) -> list[Dataset] | None:
-    """The first CT image for the Image Library, unless its geometry is unusable (a series
-    that is not evaluable for that very reason): then the library names no image."""
+def _library_images(headers: Sequence[Dataset], key: KeySlice | None) -> list[Dataset] | None:
+    """The first CT image and the key slice's for the Image Library, unless the geometry is
+    unusable (a series that is not evaluable for that very reason): then the library names no
+    image."""
     try:
         hd.sr.ImageLibraryEntryDescriptors(headers[0])
     except (ValueError, TypeError, AttributeError, IndexError):
         return None
-    return list(headers[:1])
+    images = list(headers[:1])
+    if key is not None and key.image.SOPInstanceUID != headers[0].SOPInstanceUID:
+        images.append(key.image)
+    return images
+
+
+def _separate(item: Dataset) -> None:
+    """Every container in the tree SEPARATE: its items are not one running sentence."""
+    if item.get("ValueType") == "CONTAINER":
+        item.ContinuityOfContent = "SEPARATE"
+    for child in item.get("ContentSequence", []):
+        _separate(child)
 
 
 def report_summary(report: Dataset) -> list[str]:

@@ -53,6 +53,17 @@ def dciodvfy_errors(path: Path) -> list[str]:
     return [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
 
 
+# PixelMed's compiled TID 1500 rule calls TID 1410 for every Measurement Group of the
+# Imaging Measurements container once one group has an Image Region SCOORD, so a TID 1411
+# group beside a TID 1410 one is reported as lacking 1410's region (rows 5 and 7 of its XOR).
+# Only these two, and only at the volumetric group, are passed over (checked against the rule
+# in pixelmed.jar's DicomSRDescriptionsCompiled.xsl).
+PIXELMED_MIXED_GROUPS = re.compile(
+    r'^Error: Template 1410 PlanarROIMeasurements/\[Row 1\] CONTAINER \(125007,DCM,'
+    r'"Measurement Group"\)/\[Row [57]\] (SCOORD \(111030|IMAGE \(121214)'
+    r'.*within 1\.11\.2: .*Missing conditional content item$')
+
+
 def pixelmed_errors(path: Path) -> list[str]:
     java = require_tool("java")
     if not PIXELMED_JAR.is_file():
@@ -62,7 +73,8 @@ def pixelmed_errors(path: Path) -> list[str]:
                          capture_output=True, text=True, timeout=300)
     out = run.stdout + run.stderr
     assert "Root Template Validation Complete" in out, out[-2000:]
-    return [line for line in out.splitlines() if line.startswith("Error")]
+    return [line for line in out.splitlines()
+            if line.startswith("Error") and not PIXELMED_MIXED_GROUPS.match(line)]
 
 
 def test_analyze_writes_seg_and_sr_and_a_not_evaluable_sr(analysed, not_evaluable):
@@ -144,19 +156,20 @@ def test_dsr2html_shows_the_egfr_result_and_its_caveat_first(analysed):
     lines = dsr2html_content(out / "sr.dcm")
     assert lines[0].startswith("Concept Modifier: Procedure reported")
     prediction = result["prediction"]
-    assert lines[1:4] == [
-        "Summary",
+    assert lines[1:6] == [
+        "Summary", "Impression:",
         f"AI prediction: {prediction['label']}, probability {prediction['probability']:.3f} "
         f"(threshold {prediction['threshold']:.3f}), tumor volume "
         f"{result['tumor']['volume_mm3'] / 1000:.1f} ml.",
-        "Trained on synthetic data; not for clinical use"]
+        "Intended use:", "Trained on synthetic data; not for clinical use (SYNTHETIC, 99CDSS)"]
 
 
 def test_dsr2html_shows_why_a_series_was_not_evaluable_first(not_evaluable):
     out, _ = not_evaluable
     lines = dsr2html_content(out / "sr.dcm")
-    assert lines[1] == "Summary" and lines[2].startswith("Not evaluable: Slices are missing")
-    assert lines[3] == "Trained on synthetic data; not for clinical use"
+    assert lines[1:3] == ["Summary", "Impression:"]
+    assert lines[3].startswith("Not evaluable: Slices are missing")
+    assert lines[5].startswith("Trained on synthetic data; not for clinical use")
 
 
 IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
@@ -215,7 +228,7 @@ def test_a_lossy_compressed_ct_is_flagged_in_result_json_the_sr_and_not_otherwis
     out = tmp_path / "out"
     result = analyze(folder, out)
     assert result["series"]["lossy_compressed"] is True
-    assert dsr2html_content(out / "sr.dcm")[2].endswith(LOSSY_NOTE.strip())
+    assert dsr2html_content(out / "sr.dcm")[3].endswith(LOSSY_NOTE.strip())
     assert dciodvfy_errors(out / "sr.dcm") == []
     assert analysed[1]["series"]["lossy_compressed"] is False
     assert LOSSY_NOTE.strip() not in "\n".join(dsr2html_content(analysed[0] / "sr.dcm"))
@@ -248,3 +261,84 @@ def test_every_private_coding_scheme_of_the_srs_is_declared(analysed, not_evalua
         used = designators(sr)
         assert "99CDSS" in used and used - STANDARD_SCHEMES <= set(declared)
         assert declared["99CDSS"].CodingSchemeResponsibleOrganization == "CDSS"
+
+
+def content_items(item):
+    """Every content item of an SR tree, depth first."""
+    for child in item.get("ContentSequence", []):
+        yield child
+        yield from content_items(child)
+
+
+def test_every_container_of_both_srs_is_separate(analysed, not_evaluable):
+    import pydicom
+
+    for out in (analysed[0], not_evaluable[0]):
+        sr = pydicom.dcmread(out / "sr.dcm")
+        containers = [sr, *(i for i in content_items(sr) if i.ValueType == "CONTAINER")]
+        assert len(containers) >= 4
+        assert {c.ContinuityOfContent for c in containers} == {"SEPARATE"}
+
+
+def test_dsr2html_names_each_value_of_the_measurement_group(analysed):
+    """CONTINUOUS containers ran the group into one paragraph of bare numbers; SEPARATE
+    gives each value its own line after its name."""
+    out, result = analysed
+    lines = dsr2html_content(out / "sr.dcm")
+    for name, unit, value in (("Volume:", "mm3", result["tumor"]["volume_mm3"]),
+                              ("Probability:", "1", result["prediction"]["probability"])):
+        at = len(lines) - 1 - lines[::-1].index(name)     # the volumetric group's
+        number, shown_unit = lines[at + 1].split()
+        assert shown_unit == unit and float(number) == pytest.approx(value, rel=1e-6)
+
+
+def test_the_sr_outlines_the_tumor_on_its_key_slice_in_image_coordinates(analysed):
+    """TID 1410: a closed polyline on the CT image of largest tumor area, on the tumor's
+    edge there, its area, and the answer in its tracking identifier."""
+    import pydicom
+
+    out, result = analysed
+    sr = hd.sr.srread(out / "sr.dcm")
+    planar = sr.content.get_planar_roi_measurement_groups()
+    assert len(planar) == 1
+    group = planar[0]
+    region = group.roi
+    assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    points = region.value
+    assert np.array_equal(points[0], points[-1]) and len(points) >= 8
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "tumor_mask.nii.gz"))).astype(bool)
+    areas = mask.reshape(len(mask), -1).sum(axis=1)
+    key = int(np.argmax(areas))
+    image = region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    slices = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in SAMPLE.glob("*.dcm")),
+                    key=lambda ds: float(ds.ImagePositionPatient[2]))
+    assert image == slices[key].SOPInstanceUID
+    assert on_the_edge(points, mask[key])
+    values = {m.name.meaning: m.value for m in group.get_measurements()}
+    spacing = slices[key].PixelSpacing
+    assert values["Area"] == pytest.approx(areas[key] * float(spacing[0]) * float(spacing[1]))
+    prediction = result["prediction"]
+    assert group.tracking_identifier == (f"AI: {prediction['label']}, "
+                                         f"p={prediction['probability']:.2f}, "
+                                         f"{result['tumor']['volume_mm3'] / 1000:.1f} ml")
+
+
+def on_the_edge(points: np.ndarray, plane: np.ndarray) -> bool:
+    """Every point (column, row; pixel centres at index + 0.5) lies half a pixel from both a
+    tumor pixel and a pixel outside it."""
+    from scipy import ndimage
+
+    padded = np.pad(plane, 1)
+    indices = (points[:, ::-1] - 0.5 + 1).T      # row, column in the padded plane
+    return all(ndimage.map_coordinates(ndimage.distance_transform_edt(~side), indices,
+                                       order=1).max() <= 0.75 for side in (padded, ~padded))
+
+
+def test_seg_segments_have_a_display_colour_and_say_they_are_ai(analysed):
+    out, _ = analysed
+    seg = hd.seg.segread(out / "seg.dcm")
+    segment = seg.SegmentSequence[0]
+    assert segment.SegmentLabel == "Primary lung tumor (AI)"
+    red, green, blue = hd.color.CIELabColor.from_dicom_value(
+        segment.RecommendedDisplayCIELabValue).to_rgb()
+    assert red > 200 and green < 80 and blue < 80

@@ -130,9 +130,9 @@ def test_flags_and_other_candidates_reach_result_json_the_seg_and_the_sr(tmp_pat
     assert [f["code"] for f in result["quality_flags"]] == ["QF002"]
     seg = hd.seg.segread(out / "seg.dcm")
     labels = [s.SegmentLabel for s in seg.SegmentSequence]
-    assert labels[0] == "Primary lung tumor"
+    assert labels[0] == "Primary lung tumor (AI)"
     assert len(labels) == 1 + result["tumor"]["other_candidates"] >= 2
-    assert labels[1] == "Other lesion candidate 1"
+    assert labels[1] == "Other lesion candidate 1 (AI)"
     assert seg.SegmentSequence[1].SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
     dump = subprocess.run([require_tool("dsrdump"), "+Pc", str(out / "sr.dcm")],
                           capture_output=True, text=True).stdout
