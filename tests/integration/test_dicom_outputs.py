@@ -295,7 +295,7 @@ def test_dsr2html_names_each_value_of_the_measurement_group(analysed):
 def test_the_sr_outlines_the_tumor_on_its_key_slice_in_image_coordinates(analysed):
     """TID 1410: a closed polyline on the CT image of largest tumor area, on the tumor's
     edge there, its area, and the answer in its tracking identifier."""
-    import pydicom
+    from cdss_node.pipeline.load import load_volume
 
     out, result = analysed
     sr = hd.sr.srread(out / "sr.dcm")
@@ -310,13 +310,11 @@ def test_the_sr_outlines_the_tumor_on_its_key_slice_in_image_coordinates(analyse
     areas = mask.reshape(len(mask), -1).sum(axis=1)
     key = int(np.argmax(areas))
     image = region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-    slices = sorted((pydicom.dcmread(p, stop_before_pixels=True) for p in SAMPLE.glob("*.dcm")),
-                    key=lambda ds: float(ds.ImagePositionPatient[2]))
-    assert image == slices[key].SOPInstanceUID
+    volume = load_volume(sorted(SAMPLE.glob("*.dcm")))
+    assert image == volume.source_instance_uids[key]
     assert on_the_edge(points, mask[key])
     values = {m.name.meaning: m.value for m in group.get_measurements()}
-    spacing = slices[key].PixelSpacing
-    assert values["Area"] == pytest.approx(areas[key] * float(spacing[0]) * float(spacing[1]))
+    assert values["Area"] == pytest.approx(areas[key] * np.prod(volume.spacing_mm[1:]))
     prediction = result["prediction"]
     assert group.tracking_identifier == (f"AI: {prediction['label']}, "
                                          f"p={prediction['probability']:.2f}, "
