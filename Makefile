@@ -6,8 +6,8 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 # systemd: systemd-analyze, which checks deploy/cdss-node.service (not in a minimal Debian image);
-# chromium renders the status page in a test.
-APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc systemd chromium
+# chromium renders the status page in a test; tesseract reads the result image's burned-in text.
+APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc systemd chromium tesseract-ocr
 
 .PHONY: setup tools realct demo test bench default-bundle multimodal-experiment clean
 
@@ -27,7 +27,7 @@ setup: $(VENV)/.installed
 # The DICOM peers and validators the integration tests use, and systemd-analyze for the
 # deployment files (Debian packages).
 tools:
-	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null; then :; \
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null && command -v tesseract >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi

@@ -56,7 +56,8 @@ class Analyzer:
         analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
-                                          paths, version, self.device_uid)
+                                          paths, version, self.device_uid,
+                                          with_image=self.settings.result_image)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
 
 
@@ -89,7 +90,7 @@ def series_files(folder: Path) -> list[Path]:
 
 
 def analyze_folder(folder: Path, out_dir: Path, section: AnalysisSection,
-                   supplied: SuppliedFacts = SuppliedFacts(), **overrides: str) -> Outcome:
+                   supplied: SuppliedFacts = SuppliedFacts(), **overrides) -> Outcome:
     """``cdss-node analyze``: one folder, one series, result files in ``out_dir``; facts a CT
     header does not carry (family history, stage) may be ``supplied``."""
     files = series_files(folder) if Path(folder).is_dir() else []

@@ -207,6 +207,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in ("bundle", "segmenter", "unet_weights",
                                                      "device") if getattr(args, key)}
     overrides["data_dir"] = config.node.data_dir      # its active installed model
+    overrides["result_image"] = config.outputs.result_image
     try:
         supplied = SuppliedFacts(family_history=None if args.family_history is None
                                  else args.family_history == "yes", stage=args.stage)

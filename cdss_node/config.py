@@ -141,6 +141,14 @@ class AnalysisSection:
 
 
 @dataclass(frozen=True)
+class OutputsSection:
+    result_image: bool = _key(
+        True, "Also send a result image (DICOM Secondary Capture, a series of its own): the "
+        "tumor's key slice with its outline and the result burned in, for PACS viewers that "
+        "show neither SR nor SEG. A not-evaluable series gets one that says why.")
+
+
+@dataclass(frozen=True)
 class OutboxSection:
     retry_initial_s: float = _key(
         10.0, "Seconds before the first retry of a result a destination did not take; each "
@@ -196,6 +204,7 @@ class Config:
     series: SeriesSection = field(default_factory=SeriesSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    outputs: OutputsSection = field(default_factory=OutputsSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     http: HttpSection = field(default_factory=HttpSection)
     destinations: tuple[Destination, ...] = ()
@@ -216,6 +225,7 @@ SECTIONS: dict[str, type] = {
     "series": SeriesSection,
     "logging": LoggingSection,
     "analysis": AnalysisSection,
+    "outputs": OutputsSection,
     "outbox": OutboxSection,
     "http": HttpSection,
 }

@@ -21,7 +21,7 @@ HEADER = """\
 """
 
 DESTINATIONS = """\
-# Where results (SEG and SR) are sent: one [[destinations]] table per peer.
+# Where results (SEG, SR and the result image) are sent: one [[destinations]] table per peer.
 # No destination is configured by default. Example:
 # [[destinations]]
 # name = "pacs"

@@ -2,9 +2,10 @@
 
 Starts the node, sends a folder of DICOM files to it over a real association, waits until the
 series is complete and analysed, prints the node's status and the analysis result, waits until
-the SEG and SR have been sent to the destinations and stops. With no ``[[destinations]]`` in the
-configuration it starts a stand-in PACS (:mod:`cdss_node.dicom.demo_pacs`) and sends to that, then
-shows what arrived there: the objects and the first lines of the SR.
+the SEG, SR and result image have been sent to the destinations and stops. With no
+``[[destinations]]`` in the configuration it starts a stand-in PACS
+(:mod:`cdss_node.dicom.demo_pacs`) and sends to that, then shows what arrived there: the objects
+and the first lines of the SR.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from cdss_node.config import Config
 from cdss_node.dicom.demo_pacs import DemoPacs
 from cdss_node.dicom.sender import AssociationFailed, dicom_files, store_files
-from cdss_node.jobs import SEG_FILE, SR_FILE
+from cdss_node.jobs import SC_FILE, SEG_FILE, SR_FILE
 from cdss_node.node import INDEX_FILE, Node
 from cdss_node.store import outbox
 from cdss_node.store.status import series_status, state_counts
@@ -99,7 +100,7 @@ def show_result(node: Node, series_uid: str) -> None:
     say(f"7. the result ({path}):")
     for line in result_lines(result):
         say(f"   {line}")
-    dicom = [name for name in (SEG_FILE, SR_FILE) if (path.parent / name).is_file()]
+    dicom = [name for name in (SEG_FILE, SR_FILE, SC_FILE) if (path.parent / name).is_file()]
     say(f"   DICOM for the viewer, beside it: {', '.join(dicom) or 'none'}")
 
 
@@ -129,7 +130,7 @@ def _show_delivery(node: Node, config: Config, pacs: DemoPacs | None) -> bool:
     if node.worker is None:
         return True
     names = ", ".join(f"{d.name} ({d.ae_title}@{d.host}:{d.port})" for d in config.destinations)
-    say(f"8. sending SEG and SR to {names} ...")
+    say(f"8. sending SEG, SR and result image to {names} ...")
     counts = _wait_for_outbox(node, timeout_s=60)
     say(f"   outbox: {counts}")
     if pacs is None:

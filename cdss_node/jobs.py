@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cdss_node.config import AnalysisSection
+from cdss_node.config import AnalysisSection, OutputsSection
 from cdss_node.model.installed import active_bundle
 
 if TYPE_CHECKING:
     from cdss_node.pipeline.analyze import Analysis
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "model" / "default_bundle"
-SEG_FILE, SR_FILE = "seg.dcm", "sr.dcm"   # the DICOM results beside result.json
+# the DICOM results beside result.json: Segmentation, Structured Report, Secondary Capture
+SEG_FILE, SR_FILE, SC_FILE = "seg.dcm", "sr.dcm", "sc.dcm"
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,14 @@ class AnalysisSettings:
     unet_window: str = "48x64x64"
     device: str = "auto"
     data_dir: str = ""         # where installed models are (cdss_node.model.installed)
+    result_image: bool = True  # [outputs] result_image: write sc.dcm too
 
     @classmethod
-    def from_config(cls, section: AnalysisSection, data_dir: str = "") -> "AnalysisSettings":
+    def from_config(cls, section: AnalysisSection, data_dir: str = "",
+                    outputs: OutputsSection = OutputsSection()) -> "AnalysisSettings":
         return cls(bundle=section.bundle, segmenter=section.segmenter,
                    unet_weights=section.unet_weights, unet_window=section.unet_window,
-                   device=section.device, data_dir=data_dir)
+                   device=section.device, data_dir=data_dir, result_image=outputs.result_image)
 
     @property
     def bundle_path(self) -> Path:
@@ -65,7 +68,7 @@ class Outcome:
     probability: float | None
     label: str | None
     result_file: str
-    dicom_files: tuple[str, ...] = ()   # seg.dcm and sr.dcm, or the not-evaluable sr.dcm
+    dicom_files: tuple[str, ...] = ()   # seg.dcm, sr.dcm (or the not-evaluable sr.dcm), sc.dcm
 
     def summary(self) -> str:
         """One line for a person."""

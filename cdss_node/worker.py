@@ -158,7 +158,8 @@ class Worker:
         self.config, self.index, self.spool_root = config, index, spool_root
         self.on_results = on_results  # told when results wait in the outbox
         self.results_root = config.data_path.resolve() / RESULTS_DIR
-        self.settings = AnalysisSettings.from_config(config.analysis, config.node.data_dir)
+        self.settings = AnalysisSettings.from_config(config.analysis, config.node.data_dir,
+                                                     config.outputs)
         self.process = AnalysisProcess(self.settings, config.logging.level,
                                        _child_format(config))
         self.last_error: tuple[float, str] | None = None   # (time, message), for /healthz

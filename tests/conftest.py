@@ -62,7 +62,7 @@ def require_tool(name: str) -> str:
         return path
     message = (f"{name} is not installed "
                "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps, orthanc, systemd, "
-               "chromium)")
+               "chromium, tesseract-ocr)")
     if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -1,4 +1,5 @@
-"""A stand-in PACS for ``cdss-node demo``: a Storage SCP that keeps the SEG and SR it is sent.
+"""A stand-in PACS for ``cdss-node demo``: a Storage SCP that keeps the SEG, SR and result
+image it is sent.
 
 The demo has no real PACS to send its results to, so it starts this one on 127.0.0.1 (a free
 port) and names it as the node's only destination. What arrives is written to a folder, one
@@ -14,7 +15,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
-    Comprehensive3DSRStorage, EnhancedSRStorage, SegmentationStorage, Verification)
+    Comprehensive3DSRStorage, EnhancedSRStorage, SecondaryCaptureImageStorage,
+    SegmentationStorage, Verification)
 
 from cdss_node.config import Destination
 from cdss_node.dicom.sr import report_summary
@@ -52,7 +54,7 @@ class DemoPacs:
         self.folder.mkdir(parents=True, exist_ok=True)
         ae = AE(ae_title=DEMO_PACS_AE)
         for sop_class in (SegmentationStorage, Comprehensive3DSRStorage, EnhancedSRStorage,
-                          Verification):
+                          SecondaryCaptureImageStorage, Verification):
             ae.add_supported_context(sop_class)
         self._server = ae.start_server(("127.0.0.1", 0), block=False,
                                        evt_handlers=[(evt.EVT_C_STORE, self._on_store)])

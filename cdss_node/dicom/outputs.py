@@ -1,5 +1,6 @@
 """The DICOM an analysis leaves beside result.json: ``seg.dcm`` and ``sr.dcm`` for an analysed
-tumor, or the not-evaluable ``sr.dcm``; and reading back an earlier report to supersede it.
+tumor, or the not-evaluable ``sr.dcm``; the result image ``sc.dcm`` in both cases (unless
+switched off); and reading back an earlier report to supersede it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
 
 from cdss_node import __version__
+from cdss_node.dicom.result_image import result_image
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
 from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
-from cdss_node.jobs import SEG_FILE, SR_FILE
+from cdss_node.jobs import SC_FILE, SEG_FILE, SR_FILE
 from cdss_node.logs import get_logger
 
 if TYPE_CHECKING:
@@ -29,9 +31,10 @@ log = get_logger(__name__)
 
 def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedModel,
                         paths: Sequence[Path], version: Version = Version(),
-                        device_uid: str | None = None) -> list[Path]:
-    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``; the SR's
-    Device Observer UID is ``device_uid`` (the node's), or a new one."""
+                        device_uid: str | None = None, with_image: bool = True) -> list[Path]:
+    """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``, and
+    ``sc.dcm`` when ``with_image``; the SR's Device Observer UID is ``device_uid`` (the node's),
+    or a new one."""
     headers = series_headers(paths)
     if not headers:
         log.warning("no_dicom_report", reason="no readable DICOM header in the series")
@@ -39,12 +42,17 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
     equipment = Equipment(software_version=__version__, device_uid=device_uid)
     if analysis.status != "ok":
         report = not_evaluable_report(analysis, model, headers, equipment, version)
-        return [_save(report, out_dir, SR_FILE)]
-    seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
-                             version.instance_number)
-    report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
-                         equipment, version)
-    return [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
+        written = [_save(report, out_dir, SR_FILE)]
+    else:
+        seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
+                                 version.instance_number)
+        report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
+                             equipment, version)
+        written = [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
+    if with_image:
+        image = result_image(analysis, model, headers, equipment, version)
+        written.append(_save(image, out_dir, SC_FILE))
+    return written
 
 
 def series_headers(paths: Sequence[Path]) -> list[Dataset]:

@@ -119,7 +119,7 @@ def test_demo_sends_the_committed_sample_and_shows_its_analysis(tmp_path):
     assert "TRAINED ON SYNTHETIC DATA, not for clinical use" in result.stdout
     assert "EGFR: EGFR " in result.stdout and "107 radiomics features" in result.stdout
     pacs = sorted(path.name.split("_")[0] for path in (tmp_path / "var" / "demo_pacs").iterdir())
-    assert pacs == ["SEG", "SR"] and "outbox: {'sent': 2}" in result.stdout
+    assert pacs == ["OT", "SEG", "SR"] and "outbox: {'sent': 3}" in result.stdout
     assert "into the CT's study" in result.stdout and "ANOTHER" not in result.stdout
     summary = result.stdout.split("first lines of the SR, as a viewer shows them:")[1]
     assert summary.lstrip().startswith("AI prediction: EGFR ")

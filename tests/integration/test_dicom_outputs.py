@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -26,9 +27,10 @@ JDK_XPATH = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0",
              "-Djdk.xml.xpathTotalOpLimit=0"]
 
 
-def analyze(folder: Path, out: Path) -> dict:
+def analyze(folder: Path, out: Path, env: dict | None = None) -> dict:
     run = subprocess.run([sys.executable, "-m", "cdss_node", "analyze", str(folder), "--out",
-                          str(out)], capture_output=True, text=True, timeout=600)
+                          str(out)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, **(env or {})})
     assert run.returncode == 0, run.stderr
     return json.loads((out / "result.json").read_text())
 
@@ -77,14 +79,17 @@ def pixelmed_errors(path: Path) -> list[str]:
             if line.startswith("Error") and not PIXELMED_MIXED_GROUPS.match(line)]
 
 
-def test_analyze_writes_seg_and_sr_and_a_not_evaluable_sr(analysed, not_evaluable):
-    assert {p.name for p in analysed[0].iterdir()} >= {"seg.dcm", "sr.dcm", "result.json"}
+def test_analyze_writes_seg_sr_and_image_and_a_not_evaluable_sr_and_image(analysed,
+                                                                          not_evaluable):
+    assert {p.name for p in analysed[0].iterdir()} >= {"seg.dcm", "sr.dcm", "sc.dcm",
+                                                        "result.json"}
     names = {p.name for p in not_evaluable[0].iterdir()}
-    assert "sr.dcm" in names and "seg.dcm" not in names
+    assert {"sr.dcm", "sc.dcm"} <= names and "seg.dcm" not in names
 
 
 def test_every_object_passes_dciodvfy(analysed, not_evaluable):
-    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", not_evaluable[0] / "sr.dcm"):
+    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", analysed[0] / "sc.dcm",
+                 not_evaluable[0] / "sr.dcm", not_evaluable[0] / "sc.dcm"):
         assert dciodvfy_errors(path) == [], path
 
 
@@ -181,7 +186,8 @@ def test_seg_and_srs_carry_the_source_patient_and_study_identity_unchanged(analy
     import pydicom
 
     source = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)
-    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", not_evaluable[0] / "sr.dcm"):
+    for path in (analysed[0] / "seg.dcm", analysed[0] / "sr.dcm", analysed[0] / "sc.dcm",
+                 not_evaluable[0] / "sr.dcm", not_evaluable[0] / "sc.dcm"):
         result = pydicom.dcmread(path, stop_before_pixels=True)
         for keyword in IDENTITY:
             assert result.get(keyword) == source.get(keyword), (path.name, keyword)
@@ -204,7 +210,7 @@ def test_an_anonymised_ct_without_type2_identity_still_gets_valid_seg_and_sr(tmp
         ds.save_as(folder / path.name)
     out = tmp_path / "out"
     assert analyze(folder, out)["status"] == "ok"
-    for name in ("seg.dcm", "sr.dcm"):
+    for name in ("seg.dcm", "sr.dcm", "sc.dcm"):
         assert dciodvfy_errors(out / name) == [], name
         result = pydicom.dcmread(out / name, stop_before_pixels=True)
         assert result.PatientBirthDate == "" and result.AccessionNumber == ""
@@ -340,3 +346,75 @@ def test_seg_segments_have_a_display_colour_and_say_they_are_ai(analysed):
     red, green, blue = hd.color.CIELabColor.from_dicom_value(
         segment.RecommendedDisplayCIELabValue).to_rgb()
     assert red > 200 and green < 80 and blue < 80
+
+
+def ocr(path: Path, tmp_path: Path) -> str:
+    """The text a reader sees burned into a Secondary Capture (tesseract), on one line."""
+    import pydicom
+    from PIL import Image
+
+    png = tmp_path / f"{path.parent.name}-{path.stem}.png"
+    Image.fromarray(pydicom.dcmread(path).pixel_array).save(png)
+    run = subprocess.run([require_tool("tesseract"), str(png), "-"], capture_output=True,
+                         text=True, timeout=120)
+    return " ".join(run.stdout.split())
+
+
+def test_the_result_image_says_the_result_the_model_the_date_and_not_for_clinical_use(
+        analysed, tmp_path):
+    import pydicom
+
+    out, result = analysed
+    text = ocr(out / "sc.dcm", tmp_path)
+    prediction = result["prediction"]
+    for said in ("NOT FOR CLINICAL USE", prediction["label"],
+                 f"probability {prediction['probability']:.3f}",
+                 f"{result['tumor']['volume_mm3'] / 1000:.1f} ml", "CDSS EGFR default"):
+        assert said in text, (said, text)
+    made = pydicom.dcmread(out / "sc.dcm", stop_before_pixels=True).ContentDate
+    assert f"{made[:4]}-{made[4:6]}-{made[6:]}" in text
+
+
+def test_the_not_evaluable_result_image_says_why(not_evaluable, tmp_path):
+    text = ocr(not_evaluable[0] / "sc.dcm", tmp_path)
+    for said in ("NOT FOR CLINICAL USE", "Not evaluable", "Slices are missing from the series"):
+        assert said in text, (said, text)
+
+
+def test_the_result_image_is_the_key_slice_in_a_lung_window_outlined_in_red(analysed):
+    """Its source image is the SR's key slice; above the caption its pixels are that slice in
+    the lung window (W 1500, L -600) at 512 columns; its red pixels lie on the tumor's edge."""
+    import pydicom
+    from scipy import ndimage
+
+    out, _ = analysed
+    sc, sr, seg = (pydicom.dcmread(out / name) for name in ("sc.dcm", "sr.dcm", "seg.dcm"))
+    assert sc.Modality == "OT" and sc.BurnedInAnnotation == "YES"
+    assert sc.StudyInstanceUID == sr.StudyInstanceUID
+    assert len({sc.SeriesInstanceUID, sr.SeriesInstanceUID, seg.SeriesInstanceUID}) == 3
+    region = hd.sr.srread(out / "sr.dcm").content.get_planar_roi_measurement_groups()[0].roi
+    key_uid = region.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == key_uid
+    ct = next(ds for ds in map(pydicom.dcmread, sorted(SAMPLE.glob("*.dcm")))
+              if ds.SOPInstanceUID == key_uid)
+    hu = ct.pixel_array * float(ct.RescaleSlope) + float(ct.RescaleIntercept)
+    zoom = sc.Columns / ct.Columns
+    expected = np.clip((ndimage.zoom(hu, zoom, order=1) + 1350) / 1500 * 255, 0, 255)
+    shown = sc.pixel_array[:expected.shape[0]].astype(float)
+    red = (shown[..., 0] > 180) & (shown[..., 1] < 100) & (shown[..., 2] < 100)
+    grey = ~ndimage.binary_dilation(red, iterations=2)
+    assert np.median(np.abs(shown[..., 1] - expected)[grey]) <= 2
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "tumor_mask.nii.gz"))).astype(bool)
+    plane = mask[int(np.argmax(mask.reshape(len(mask), -1).sum(axis=1)))]
+    rows, columns = np.nonzero(red)
+    assert len(rows) >= 20
+    points = np.stack([columns + 0.5, rows + 0.5], axis=1) / zoom      # CT pixel coordinates
+    edge = plane ^ ndimage.binary_erosion(plane)
+    distance = ndimage.distance_transform_edt(~edge)
+    assert ndimage.map_coordinates(distance, (points[:, ::-1] - 0.5).T, order=1).max() <= 1.5
+
+
+def test_the_result_image_is_switched_off_in_outputs(tmp_path):
+    out = tmp_path / "out"
+    assert analyze(SAMPLE, out, env={"CDSS_OUTPUTS_RESULT_IMAGE": "false"})["status"] == "ok"
+    assert {p.name for p in out.glob("*.dcm")} == {"seg.dcm", "sr.dcm"}

@@ -1,6 +1,6 @@
 """The whole round trip with Orthanc as the PACS: a CT stored in Orthanc is routed to the node
-when stable, and the node's SEG and SR come back into the same study, saying what
-result.json says."""
+when stable, and the node's SEG, SR and result image come back into the same study, saying
+what result.json says."""
 
 from __future__ import annotations
 
@@ -32,15 +32,15 @@ def test_ct_in_orthanc_comes_back_with_seg_and_sr(tmp_path):
     try:
         sent = storescu(pacs.dicom_port, SAMPLE, aec=pacs.aet)
         assert store_responses(sent) == ["(Success)"] * 80
-        series = _wait_for_modalities(pacs, study_uid, {"CT", "SEG", "SR"})
+        series = _wait_for_modalities(pacs, study_uid, {"CT", "SEG", "SR", "OT"})
         sr_series = next(s for s in series if s["MainDicomTags"]["Modality"] == "SR")
         sr_bytes = pacs.get(f"/instances/{sr_series['Instances'][0]}/file")
     finally:
         node.stop()
         pacs.stop()
-    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "SEG", "SR"]
+    assert sorted(s["MainDicomTags"]["Modality"] for s in series) == ["CT", "OT", "SEG", "SR"]
     assert [len(s["Instances"]) for s in series if s["MainDicomTags"]["Modality"] != "CT"] \
-        == [1, 1]
+        == [1, 1, 1]
     result = json.loads(next((tmp_path / "var" / "results").rglob("result.json")).read_text())
     sr = hd.sr.srread(io.BytesIO(sr_bytes))
     group = sr.content.get_volumetric_roi_measurement_groups()[0]

@@ -1,5 +1,5 @@
-"""A series analysed again: the new SEG and SR join the old ones' series as the next instance,
-and the new SR names the old one in its Predecessor Documents Sequence."""
+"""A series analysed again: the new SEG, SR and result image join the old ones' series as the
+next instance, and the new SR names the old one in its Predecessor Documents Sequence."""
 
 from __future__ import annotations
 
@@ -39,7 +39,12 @@ def test_second_analysis_supersedes_the_first(tmp_path):
     assert predecessor.ReferencedSOPInstanceUID == first_sr.SOPInstanceUID
     node_uid = (tmp_path / "device_uid").read_text().strip()     # one device made both reports
     assert device_observer_uid(first_sr) == device_observer_uid(second_sr) == node_uid
+    sc1, sc2 = (pydicom.dcmread(tmp_path / g / "sc.dcm") for g in ("g1", "g2"))
+    assert sc1.SeriesInstanceUID == sc2.SeriesInstanceUID != seg1.SeriesInstanceUID
+    assert (sc1.InstanceNumber, sc2.InstanceNumber) == (1, 2)
+    assert sc1.SOPInstanceUID != sc2.SOPInstanceUID
     assert dciodvfy_errors(tmp_path / "g2" / "sr.dcm") == []
+    assert dciodvfy_errors(tmp_path / "g2" / "sc.dcm") == []
     assert pixelmed_errors(tmp_path / "g2" / "sr.dcm") == []
 
 
