@@ -19,6 +19,7 @@ pytestmark = pytest.mark.integration
 SAMPLE = REPO / "sample_dicom" / "series"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_path):
@@ -29,7 +30,7 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
     node = NodeProcess(config, port, tmp_path / "node.log").start()
     try:
         assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
-        failing = wait_until(lambda: (s := node.status())["outbox"].get("pending") == 2
+        failing = wait_until(lambda: (s := node.status())["outbox"].get("pending") == 3
                              and "result_not_sent" in (tmp_path / "node.log").read_text() and s,
                              what="results pending after failed sends")
     finally:
@@ -43,7 +44,7 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
     node = NodeProcess(config, port, tmp_path / "node2.log").start()
     try:
         wait_for_port(pacs_port)
-        wait_until(lambda: node.status()["outbox"] == {"sent": 2}, what="both results sent")
+        wait_until(lambda: node.status()["outbox"] == {"sent": 3}, what="the three results sent")
         time.sleep(2)  # a second send would happen within this time
     finally:
         node.stop()
@@ -51,7 +52,7 @@ def test_results_wait_for_a_destination_that_is_down_and_survive_a_restart(tmp_p
         pacs.wait(10)
     files = sorted(received.iterdir())
     classes = sorted(pydicom.dcmread(p, stop_before_pixels=True).SOPClassUID for p in files)
-    assert classes == sorted([SEG_SOP_CLASS, COMPREHENSIVE_3D_SR])
+    assert classes == sorted([SEG_SOP_CLASS, COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE])
     study = pydicom.dcmread(next(SAMPLE.glob("*.dcm")), stop_before_pixels=True)
     assert {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in files} == {
         study.StudyInstanceUID}
@@ -73,12 +74,12 @@ def test_a_destination_that_is_back_gets_its_results_before_the_backoff_ends(tmp
         pacs = subprocess.Popen([require_tool("storescp"), "-aet", "PACS", "-od", str(received),
                                  str(pacs_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-        wait_until(lambda: node.status()["outbox"] == {"sent": 2}, timeout=60,
-                   what="both results sent long before the hour's backoff ends")
+        wait_until(lambda: node.status()["outbox"] == {"sent": 3}, timeout=60,
+                   what="the three results sent long before the hour's backoff ends")
     finally:
         node.stop()
         if pacs is not None:
             pacs.terminate()
             pacs.wait(10)
-    assert len(list(received.iterdir())) == 2
+    assert len(list(received.iterdir())) == 3
     assert "destination_answers" in (tmp_path / "node.log").read_text()

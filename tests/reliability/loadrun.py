@@ -19,6 +19,7 @@ from tests.conftest import SeriesOnDisk, write_series
 
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 

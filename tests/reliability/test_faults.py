@@ -16,7 +16,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Comprehensive3DSRStorage, SegmentationStorage
+from pynetdicom.sop_class import (
+    Comprehensive3DSRStorage, SecondaryCaptureImageStorage, SegmentationStorage)
 
 from tests.conftest import REPO, free_port, require_tool
 from tests.integration.dcmtk import store_responses, storescu
@@ -61,15 +62,16 @@ def storescp(folder: Path, port: int) -> subprocess.Popen:
 
 
 def settled_once(node: NodeProcess, pacs_folder: Path) -> dict:
-    """Wait until both results are sent; then the series is done and the PACS holds one SEG
-    and one SR (a second send would come within the pause)."""
-    status = wait_until(lambda: (s := node.status())["outbox"] == {"sent": 2} and s,
-                        what="SEG and SR sent")
+    """Wait until the three results are sent; then the series is done and the PACS holds one
+    SEG, one SR and one result image (a second send would come within the pause)."""
+    status = wait_until(lambda: (s := node.status())["outbox"] == {"sent": 3} and s,
+                        what="SEG, SR and result image sent")
     time.sleep(2.0)
-    assert node.status()["outbox"] == {"sent": 2}
+    assert node.status()["outbox"] == {"sent": 3}
     assert [s["state"] for s in status["series"]] == ["done"]
     held = sop_instances(pacs_folder)
-    assert {k: len(v) for k, v in held.items()} == {SegmentationStorage: 1, Comprehensive3DSRStorage: 1}
+    assert {k: len(v) for k, v in held.items()} == {
+        SegmentationStorage: 1, Comprehensive3DSRStorage: 1, SecondaryCaptureImageStorage: 1}
     return status
 
 
@@ -125,7 +127,8 @@ class StallingPacs:
         self.stall, self.stalling, self.release = (threading.Event() for _ in range(3))
         self.stall.set()
         ae = AE(ae_title="PACS")
-        for sop_class in (SegmentationStorage, Comprehensive3DSRStorage):
+        for sop_class in (SegmentationStorage, Comprehensive3DSRStorage,
+                          SecondaryCaptureImageStorage):
             ae.add_supported_context(sop_class)
         self.server = ae.start_server(("127.0.0.1", port), block=False,
                                       evt_handlers=[(evt.EVT_C_STORE, self._on_store)])
@@ -155,7 +158,8 @@ def test_kill_9_during_sending_sends_the_rest_once_after_restart(tmp_path):
         pacs.stall.clear()
         pacs.release.set()
         node.start()
-        wait_until(lambda: node.status()["outbox"] == {"sent": 2}, what="SEG and SR sent")
+        wait_until(lambda: node.status()["outbox"] == {"sent": 3},
+                   what="SEG, SR and result image sent")
         time.sleep(2.0)
     finally:
         node.stop()
@@ -163,7 +167,8 @@ def test_kill_9_during_sending_sends_the_rest_once_after_restart(tmp_path):
     held: dict[str, set[str]] = {}
     for dataset in pacs.received:
         held.setdefault(dataset.SOPClassUID, set()).add(dataset.SOPInstanceUID)
-    assert {k: len(v) for k, v in held.items()} == {SegmentationStorage: 1, Comprehensive3DSRStorage: 1}
+    assert {k: len(v) for k, v in held.items()} == {
+        SegmentationStorage: 1, Comprehensive3DSRStorage: 1, SecondaryCaptureImageStorage: 1}
     assert node.status()["series"][0]["state"] == "done"
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import pytest
 
+from cdss_node.dicom.seg import result_series_uid
 from tests.conftest import require_tool
 from tests.integration.nodeproc import read_metrics, wait_until
 from tests.reliability.loadrun import (
-    COMPREHENSIVE_3D_SR, SEG_STORAGE, LoadNode, make_series, pacs_files, send_concurrently)
+    COMPREHENSIVE_3D_SR, SECONDARY_CAPTURE, SEG_STORAGE, LoadNode, make_series, pacs_files, send_concurrently)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -94,14 +95,17 @@ def test_eight_concurrent_associations_while_analysing_lose_nothing(tmp_path: Pa
     overlapping = query("SELECT COUNT(*) FROM jobs WHERE started_at < ? AND "
                         "COALESCE(finished_at, ?) > ?", window[1], received_at, window[0])
     assert overlapping[0][0] >= 1
-    # exactly one SEG and one SR per series at the PACS, and nothing else
+    # exactly one SEG, one SR and one result image per series at the PACS, and nothing else
     by_series = Counter((f.sop_class, ref) for f in files for ref in f.referenced_series
                         if ref in {s.series_uid for s in made})
     expected = {(cls, s.series_uid): 1 for s in made for cls in (SEG_STORAGE, COMPREHENSIVE_3D_SR)}
     assert by_series == expected
-    assert Counter(f.sop_class for f in files) == {SEG_STORAGE: total, COMPREHENSIVE_3D_SR: total}
+    images = Counter(f.series_uid for f in files if f.sop_class == SECONDARY_CAPTURE)
+    assert images == {result_series_uid(s.series_uid, "SC"): 1 for s in made}
+    assert Counter(f.sop_class for f in files) == {SEG_STORAGE: total, COMPREHENSIVE_3D_SR: total,
+                                                   SECONDARY_CAPTURE: total}
     # the outbox: everything sent once, nothing pending or dead
-    assert Counter(state for state, in query("SELECT state FROM outbox")) == {"sent": 2 * total}
+    assert Counter(state for state, in query("SELECT state FROM outbox")) == {"sent": 3 * total}
     assert found[("cdss_outbox", (("state", "pending"),))] == 0
     assert found[("cdss_outbox", (("state", "dead"),))] == 0
     assert found[("cdss_instances_received_total", ())] == len(sent_uids)
