@@ -4,14 +4,18 @@ One measurement group (TID 1411) for the tumor: its tracking identifier and UID,
 segment it refers to, its volume, the EGFR probability and the model that gave it (name,
 version, sha256), the EGFR status and the model's intended use as qualitative evaluations, the
 107 radiomics values and the clinical inputs (with which of them were imputed). The device
-observer is the node. A series that could not be analysed gets a report whose one group says
-so with the coded reason and a sentence. No standard codes exist for EGFR status, the
-radiomics features or the reasons: they use the node's private scheme ``99CDSS``.
+observer is the node. No standard codes exist for EGFR status, the radiomics features or the
+reasons: they use the node's private scheme ``99CDSS``.
 
-A group before it (TID 1410) outlines the tumor on its key slice (largest axial area) as a closed
-polyline in that CT image's coordinates, with the same answer: viewers that draw only image
-coordinates (OHIF) show it on the image, labelled by its tracking identifier (the result in
-words). Every container is SEPARATE, so that renderers name each value on its own line.
+A group before it (TID 1410), with the same tracking identifier and UID, outlines the tumor on
+its key slice (largest axial area) as a closed polyline in that CT image's coordinates, with
+the EGFR probability (named with the predicted status), the volume and the area there: OHIF
+draws it on the image with those values as its label. Every container is SEPARATE, so that
+renderers name each value on its own line.
+
+A series that could not be analysed gets a Basic Diagnostic Imaging Report (TID 2000) instead:
+a Summary and a Findings section with the coded reason and a sentence. It is text only: a TID
+1500 report with no group a viewer can draw stops OHIF 3.13 with an error.
 
 A "Summary" container (DCM 121111) comes right after TID 1500's context rows and before the
 Image Library: the impression in one sentence and the intended use. Viewers and ``dsr2html``
@@ -41,14 +45,18 @@ from cdss_node.pipeline.records import EGFR_MUTANT
 SR_SERIES_NUMBER = 9902
 VOLUME = Code("118565006", "SCT", "Volume")
 AREA = Code("42798000", "SCT", "Area")
-COMMENT = Code("121106", "DCM", "Comment")
 SUMMARY = Code("121111", "DCM", "Summary")
 IMPRESSION = Code("121073", "DCM", "Impression")
 NO_UNITS = Code("1", "UCUM", "no units")
+PERCENT = Code("%", "UCUM", "%")
 PROCESSING_EQUIPMENT = Code("109102", "DCM", "Processing Equipment")
 EGFR_STATUS = Code("EGFR-STATUS", P, "EGFR mutation status (predicted)")
 INTENDED_USE = Code("INTENDED-USE", P, "Intended use")
 ANALYSIS_RESULT = Code("ANALYSIS", P, "Analysis result")
+MODEL = Code("MODEL", P, "Model")
+DIAGNOSTIC_IMAGING_REPORT = Code("18748-4", "LN", "Diagnostic Imaging Report")
+FINDINGS = Code("121070", "DCM", "Findings")
+ENGLISH = hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")
 QUALITY_FLAG = Code("QUALITY", P, "Quality flag")
 CONTAINS = hd.sr.RelationshipTypeValues.CONTAINS
 # SOP Common's Coding Scheme Identification Sequence: what "99CDSS" (PS3.16 8.2) stands for.
@@ -89,9 +97,14 @@ class ReportedModel:
 def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentation,
                 headers: Sequence[Dataset], equipment: Equipment,
                 version: Version = Version()) -> hd.sr.Comprehensive3DSR:
+    """TID 1500 with two groups on the one tumor, sharing the SEG segment's tracking UID: the
+    planar ROI on its key slice (TID 1410) and the volumetric ROI on the SEG (TID 1411). OHIF
+    merges groups of one tracking UID into one measurement, which it can draw only when one of
+    them has image coordinates (3.13 stops with an error on a group it cannot draw)."""
+    tracking = hd.sr.TrackingIdentifier(uid=seg.SegmentSequence[0].TrackingUID,
+                                        identifier=TUMOR_TRACKING_ID)
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=seg.SegmentSequence[0].TrackingUID, identifier=TUMOR_TRACKING_ID),
+        tracking_identifier=tracking,
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID,
             segment_number=1, source_series=hd.sr.SourceSeriesForSegmentation(
@@ -107,50 +120,64 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
         impression += LOSSY_NOTE
     impression += _quality_note(analysis)
     key = key_slice(analysis.volume, analysis.tumor.mask, headers)
-    groups = ([_key_slice_group(analysis, model, key)] if key else []) + [group]
+    groups = ([_key_slice_group(analysis, model, key, tracking)] if key else []) + [group]
     return _document(groups, _summary(impression, model), [seg, *headers], headers, equipment,
                      version, key)
 
 
-def key_slice_label(analysis: Analysis) -> str:
-    """The result in words, as the planar ROI's tracking identifier (what viewers label it)."""
-    prediction = analysis.prediction
-    return (f"AI: {prediction.label}, p={prediction.probability:.2f}, "
-            f"{analysis.tumor.volume_mm3 / 1000:.1f} ml")
+def egfr_probability_concept(label: str) -> Code:
+    """The EGFR probability as the planar ROI names it, the predicted status pre-coordinated in
+    the concept: viewers that label an outline with its NUMs' names and values (OHIF) then show
+    "AI: EGFR mutant, probability of mutation: 73.40 %", while CODE items are not shown."""
+    if label == EGFR_MUTANT:
+        return Code("EGFR-P-MUT", P, "AI: EGFR mutant, probability of mutation")
+    return Code("EGFR-P-WT", P, "AI: EGFR wild type, probability of mutation")
 
 
-def _key_slice_group(analysis: Analysis, model: ReportedModel, key: KeySlice
+def _key_slice_group(analysis: Analysis, model: ReportedModel, key: KeySlice,
+                     tracking: hd.sr.TrackingIdentifier
                      ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    """TID 1410: the tumor's outline on its key slice, its area there, and the answer."""
+    """TID 1410: the tumor's outline on its key slice; the EGFR probability (in per cent, named
+    with the status), the volume and its area there; the status and intended use coded."""
     source = hd.sr.SourceImageForRegion(
         referenced_sop_class_uid=key.image.SOPClassUID,
         referenced_sop_instance_uid=key.image.SOPInstanceUID,
         referenced_frame_numbers=[key.frame] if key.frame else None)
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                                graphic_data=key.outline, source_image=source)
+    prediction = analysis.prediction
+    egfr = hd.sr.Measurement(name=egfr_probability_concept(prediction.label),
+                             value=100.0 * prediction.probability, unit=PERCENT,
+                             algorithm_id=_algorithm(model))
+    volume = _answer(analysis, model)[0]
     area = hd.sr.Measurement(name=AREA, value=key.area_mm2, unit=codes.UCUM.SquareMillimeter,
                              algorithm_id=_segmenter(analysis.tumor.segmenter))
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(),
-                                                     identifier=key_slice_label(analysis)),
-        referenced_region=region, finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
-        algorithm_id=_algorithm(model), measurements=[area, *_answer(analysis, model)],
-        qualitative_evaluations=_status(analysis, model))
+        tracking_identifier=tracking, referenced_region=region, finding_type=NEOPLASM,
+        finding_sites=[hd.sr.FindingSite(LUNG)], algorithm_id=_algorithm(model),
+        measurements=[egfr, volume, area], qualitative_evaluations=_status(analysis, model))
 
 
 def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequence[Dataset],
                          equipment: Equipment, version: Version = Version()
                          ) -> hd.sr.Comprehensive3DSR:
+    """TID 2000: the Summary (the sentence, the intended use), then Findings: the coded reason,
+    the quality flags, the model."""
     reason = analysis.reason
-    group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Series analysis"),
-        algorithm_id=_algorithm(model), qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
-            hd.sr.QualitativeEvaluation(INTENDED_USE, model.caveat)])
     sentence = f"Not evaluable: {reason.sentence} {analysis.detail or ''}".strip()
-    group[0].ContentSequence.extend(_flag_evaluations(analysis))
-    group[0].ContentSequence.append(_text(COMMENT, sentence))
-    return _document([group], _summary(sentence, model), headers, headers, equipment, version)
+    findings = hd.sr.ContainerContentItem(name=FINDINGS, relationship_type=CONTAINS)
+    findings.ContentSequence = hd.sr.ContentSequence([
+        _code(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
+        *[_code(QUALITY_FLAG, Code(flag.code, P, flag.meaning))
+          for flag in analysis.quality_flags],
+        _text(MODEL, f"{model.name} {model.version} (sha256 {model.sha256})")])
+    root = hd.sr.ContainerContentItem(name=DIAGNOSTIC_IMAGING_REPORT, template_id="2000")
+    root.ContentSequence = hd.sr.ContentSequence([
+        *hd.sr.LanguageOfContentItemAndDescendants(ENGLISH),
+        *hd.sr.ObservationContext(observer_device_context=_observer(equipment)),
+        _summary(sentence, model), findings])
+    _separate(root)
+    return _sr(root, headers, headers, equipment, version)
 
 
 def _quality_note(analysis: Analysis) -> str:
@@ -170,6 +197,10 @@ def _summary(impression: str, model: ReportedModel) -> hd.sr.ContainerContentIte
         _text(IMPRESSION, impression),
         hd.sr.CodeContentItem(name=INTENDED_USE, value=model.caveat, relationship_type=CONTAINS)])
     return summary
+
+
+def _code(name: Code, value: Code) -> hd.sr.CodeContentItem:
+    return hd.sr.CodeContentItem(name=name, value=value, relationship_type=CONTAINS)
 
 
 def _text(name: Code, value: str) -> hd.sr.TextContentItem:
@@ -226,23 +257,32 @@ def _evaluations(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Qualita
     return [*_status(analysis, model), *_flag_evaluations(analysis)]
 
 
-def _document(groups, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],
-              headers: Sequence[Dataset], equipment: Equipment, version: Version,
-              key: KeySlice | None = None) -> hd.sr.Comprehensive3DSR:
-    observer = hd.sr.ObserverContext(
+def _observer(equipment: Equipment) -> hd.sr.ObserverContext:
+    """The node as the device observer (TID 1004)."""
+    return hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=equipment.device_uid or hd.UID(), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
             model_name=MODEL_NAME, serial_number=equipment.device_serial_number))
+
+
+def _document(groups, summary: hd.sr.ContainerContentItem, evidence: Sequence[Dataset],
+              headers: Sequence[Dataset], equipment: Equipment, version: Version,
+              key: KeySlice | None = None) -> hd.sr.Comprehensive3DSR:
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(observer_device_context=_observer(equipment)),
         procedure_reported=codes.cid100.CTUnspecifiedBodyRegion, imaging_measurements=groups,
         referenced_images=_library_images(headers, key))
     _insert_after_context(report[0], summary)
     _separate(report[0])
+    return _sr(report[0], evidence, headers, equipment, version)
+
+
+def _sr(content: Dataset, evidence: Sequence[Dataset], headers: Sequence[Dataset],
+        equipment: Equipment, version: Version) -> hd.sr.Comprehensive3DSR:
     source_series = str(headers[0].SeriesInstanceUID)
     return hd.sr.Comprehensive3DSR(
-        evidence=list(evidence), content=report[0],
+        evidence=list(evidence), content=content,
         series_instance_uid=result_series_uid(source_series, "SR"),
         series_number=SR_SERIES_NUMBER, series_description="CDSS EGFR: report",
         sop_instance_uid=hd.UID(), instance_number=version.instance_number,

@@ -144,13 +144,14 @@ def test_not_evaluable_sr_gives_the_coded_reason_and_a_sentence(not_evaluable):
 
 
 def dsr2html_content(path: Path) -> list[str]:
-    """The text lines of ``dsr2html``'s rendering from TID 1500's last context row (the
-    procedure reported) on."""
+    """The text lines of ``dsr2html``'s rendering after the root's language and observation
+    context rows: from TID 1500's procedure reported, or from TID 2000's first section."""
     page = subprocess.run([require_tool("dsr2html"), str(path)], capture_output=True,
                           text=True, check=True).stdout
     text = html.unescape(re.sub(r"<[^>]+>", "", page))
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    start = lines.index("Imaging Measurement Report")
+    start = next(k for k, line in enumerate(lines)
+                 if line in ("Imaging Measurement Report", "Diagnostic Imaging Report"))
     context = [line.startswith(("Concept Modifier:", "Observation Context:"))
                for line in lines[start + 1:]]
     return lines[start + context.index(False):]
@@ -175,6 +176,19 @@ def test_dsr2html_shows_why_a_series_was_not_evaluable_first(not_evaluable):
     assert lines[1:3] == ["Summary", "Impression:"]
     assert lines[3].startswith("Not evaluable: Slices are missing")
     assert lines[5].startswith("Trained on synthetic data; not for clinical use")
+
+
+def test_the_not_evaluable_sr_is_a_text_report_without_measurement_groups(not_evaluable):
+    """TID 2000 (Basic Diagnostic Imaging Report), sections Summary and Findings: no TID 1500
+    measurement group that a viewer would try to draw."""
+    import pydicom
+
+    sr = pydicom.dcmread(not_evaluable[0] / "sr.dcm")
+    assert sr.ContentTemplateSequence[0].TemplateIdentifier == "2000"
+    assert sr.ConceptNameCodeSequence[0].CodeValue == "18748-4"
+    sections = [item.ConceptNameCodeSequence[0].CodeMeaning for item in sr.ContentSequence
+                if item.ValueType == "CONTAINER"]
+    assert sections == ["Summary", "Findings"]
 
 
 IDENTITY = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
@@ -282,7 +296,7 @@ def test_every_container_of_both_srs_is_separate(analysed, not_evaluable):
     for out in (analysed[0], not_evaluable[0]):
         sr = pydicom.dcmread(out / "sr.dcm")
         containers = [sr, *(i for i in content_items(sr) if i.ValueType == "CONTAINER")]
-        assert len(containers) >= 4
+        assert len(containers) >= 3
         assert {c.ContinuityOfContent for c in containers} == {"SEPARATE"}
 
 
@@ -300,7 +314,10 @@ def test_dsr2html_names_each_value_of_the_measurement_group(analysed):
 
 def test_the_sr_outlines_the_tumor_on_its_key_slice_in_image_coordinates(analysed):
     """TID 1410: a closed polyline on the CT image of largest tumor area, on the tumor's
-    edge there, its area, and the answer in its tracking identifier."""
+    edge there, its area, the volume and the EGFR probability in per cent under a name that
+    says the predicted status (what OHIF labels the outline with); one tracking UID with the
+    volumetric group and the SEG segment (so OHIF merges the two groups into one drawable
+    measurement)."""
     from cdss_node.pipeline.load import load_volume
 
     out, result = analysed
@@ -322,9 +339,13 @@ def test_the_sr_outlines_the_tumor_on_its_key_slice_in_image_coordinates(analyse
     values = {m.name.meaning: m.value for m in group.get_measurements()}
     assert values["Area"] == pytest.approx(areas[key] * np.prod(volume.spacing_mm[1:]))
     prediction = result["prediction"]
-    assert group.tracking_identifier == (f"AI: {prediction['label']}, "
-                                         f"p={prediction['probability']:.2f}, "
-                                         f"{result['tumor']['volume_mm3'] / 1000:.1f} ml")
+    assert list(values)[0] == f"AI: {prediction['label']}, probability of mutation"
+    assert list(values.values())[0] == pytest.approx(100 * prediction["probability"])
+    assert values["Volume"] == pytest.approx(result["tumor"]["volume_mm3"])
+    volumetric = sr.content.get_volumetric_roi_measurement_groups()[0]
+    segment = hd.seg.segread(out / "seg.dcm").SegmentSequence[0]
+    assert group.tracking_uid == volumetric.tracking_uid == segment.TrackingUID
+    assert group.tracking_identifier == volumetric.tracking_identifier == segment.TrackingID
 
 
 def on_the_edge(points: np.ndarray, plane: np.ndarray) -> bool:
