@@ -59,7 +59,8 @@ def monitored(tmp_path_factory):
         rogue = storescu(port, SAMPLE / sorted(p.name for p in SAMPLE.iterdir())[0],
                          aet="INTRUDER")
         assert rogue.returncode != 0
-        wait_until(lambda: node.status()["outbox"].get("sent") == 2, what="SEG and SR sent")
+        wait_until(lambda: node.status()["outbox"].get("sent") == 3,
+                   what="SEG, SR and result image sent")
         yield {"http": http, "tmp": tmp, "status": node.status()}
     finally:
         node.stop()
@@ -95,7 +96,7 @@ def test_metrics_count_the_series_its_analysis_its_delivery_and_the_rejection(mo
     assert found[("cdss_instances_received_total", ())] == 80
     assert found[("cdss_series", (("state", "done"),))] == 1
     assert found[("cdss_queue_depth", ())] == 0
-    assert found[("cdss_outbox", (("state", "sent"),))] == 2
+    assert found[("cdss_outbox", (("state", "sent"),))] == 3
     assert found[("cdss_outbox", (("state", "dead"),))] == 0
     assert found[("cdss_analysis_seconds_count", ())] == 1
     assert found[("cdss_roundtrip_seconds_count", ())] == 1
