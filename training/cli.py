@@ -168,11 +168,12 @@ def cmd_synth_cohort(args: argparse.Namespace) -> int:
         manifest = write_cohort(args.out, counts, args.seed, args.ground_glass_halo,
                                 lambda done, total: bar.update(done - bar.n), args.workers)
     facts = json.loads((args.out / "generator.json").read_text())
-    print(f"{manifest}: {sum(counts.values())} SYNTHETIC cases; Bayes AUC clinical "
-          f"{facts['bayes_auc_clinical']:.3f}, clinical + tumor phenotype "
-          f"{facts['bayes_auc_clinical_phenotype']:.3f}"
-          + (f", everything (with the halo) {facts['bayes_auc_all']:.3f}"
-             if "bayes_auc_all" in facts else ""))
+    print(f"{manifest}: {sum(counts.values())} SYNTHETIC cases")
+    for site, role in facts["roles"].items():
+        print(f"  site {site} ({role}): Bayes AUC clinical {facts['bayes_auc_clinical'][site]:.3f}"
+              f", clinical + tumor phenotype {facts['bayes_auc_clinical_phenotype'][site]:.3f}"
+              + (f", everything (with the halo) {facts['bayes_auc_all'][site]:.3f}"
+                 if "bayes_auc_all" in facts else ""))
     return 0
 
 

@@ -177,8 +177,18 @@ def bayes_rows(model: ModelPredictions, role: str, truth: dict[str, dict], gener
         rows.append({"bayes_score_of": inputs, "cases": len(ids),
                      "auc_these_cases": round(auc(labels, scores), 4),
                      "auc_95ci": f"{low:.3f}-{high:.3f}",
-                     "auc_population": generator.get(f"bayes_auc_{inputs}")})
+                     "auc_population": _population_auc(generator, inputs, role)})
     return rows
+
+
+def _population_auc(generator: dict, inputs: str, role: str) -> float | None:
+    """The generator's Bayes AUC of ``inputs`` at the site of ``role`` (a number per site; a
+    cohort of an earlier generator has one number for all)."""
+    value = generator.get(f"bayes_auc_{inputs}")
+    if not isinstance(value, dict):
+        return value
+    site = next((s for s, r in generator.get("roles", {}).items() if r == role), None)
+    return value.get(site)
 
 
 def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:

@@ -9,28 +9,26 @@ its own scanner (pixel spacing, slice thickness, noise), so the external site is
 image as a real one is. The label is drawn first (``PREVALENCE`` per site), then everything else
 given the label:
 
-* clinical facts (``CLINICAL``). The paper's abstract says that sex, height, weight, smoking
-  history and clinical stage differed between the EGFR groups; its Table 1 (counts and means)
-  could not be read here (no internet; not in the stored corpora), so the probabilities are
-  this module's assumptions, in the directions the abstract and the literature report
-  (EGFR-mutant: more women, more never-smokers; height and weight follow sex; more stage IV).
-  Age and family history do not depend on the label.
+* clinical facts: from the paper's Table 1 per EGFR group, the internal columns for sites A
+  and B and the external ones for C (``training.table1``: counts and means as printed, SDs and
+  how the facts go together, women shorter, lighter and smoking less, as documented
+  assumptions). The prevalence is Table 1's too: 38 % internal, 30 % external.
 * the tumor phenotype (``PHENOTYPE``): mutant tumors are a little smaller and less dense (more
   often part-solid), as in the literature. Radiomics measures both.
 
-The strengths are set so that the Bayes AUCs sit near the paper's: about 0.69 for the clinical
-facts (the paper's radiomics + clinical model reached 0.70 externally) and 0.76 with the
-phenotype (its full model 0.78).
+The clinical facts alone give a Bayes AUC of 0.766 (sites A, B) and 0.808 (C), above what the
+paper's radiomics + clinical model reached (0.737 internal, 0.704 external, its Table 2): the
+differences Table 1 prints carry that much even with the facts drawn jointly. The phenotype
+adds to it.
 
 Every clinical fact is written both into the manifest and into the CT header (sex, age, size,
 weight, smoking), so training and the node read the same values; family history and stage are
 in the manifest only. Nothing is missing: the Bayes AUCs below assume complete facts.
 
-``bayes_auc_clinical`` is the AUC of the Bayes-optimal score (the likelihood ratio) for the
-clinical facts, computed exactly over the label-dependent cells (sex x smoking x stage; height
-and weight depend on the label only through sex, age and family history not at all).
-``bayes_auc_clinical_phenotype`` adds tumor diameter and density (Monte Carlo, 200 000 cases
-per group, fixed seed). Both go into ``generator.json`` beside the manifest.
+``bayes_auc_clinical(site)`` is the AUC of the Bayes-optimal score (the likelihood ratio) for
+the site's clinical facts; ``bayes_auc_clinical_phenotype`` adds tumor diameter and density
+(Monte Carlo, 200 000 cases per group, fixed seed). Both go into ``generator.json`` beside the
+manifest, per site, with the paper's Table 2 AUCs beside them.
 
 Planted image signal (``--ground-glass-halo``, off by default): a ground-glass rim around the
 tumor (``GROUND_GLASS_HALO``: more often in mutant tumors, as a ground-glass component is in
@@ -48,7 +46,6 @@ population value: about ±0.02 for 500 cases).
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,28 +56,19 @@ import numpy as np
 from scipy import stats
 
 from cdss_node.dicom.ct_series import PatientFacts, series_uids, write_ct_series
-from cdss_node.pipeline.clinical import STAGES
 from cdss_node.pipeline.load import load_volume
 from cdss_node.pipeline.records import TumorMask
 from cdss_node.results import write_mask
 from cdss_node.synthetic.phantom import PhantomSpec, make_chest_phantom
+from training import table1
 from training.cohort import write_manifest
 
 SITES = ("A", "B", "C")
 ROLES = {"A": "cross-validation", "B": "internal", "C": "external"}
-PREVALENCE = {"A": 0.35, "B": 0.35, "C": 0.40}
+PREVALENCE = {site: table1.prevalence(site) for site in ("A", "B", "C")}
 SCANNER = {  # pixel spacing mm, slice thickness mm, noise HU
     "A": (1.5, 2.5, 12.0), "B": (1.5, 2.5, 15.0), "C": (2.0, 4.0, 20.0)}
 FIELD_OF_VIEW_MM = (384.0, 200.0)
-CLINICAL = {  # P(fact | mutant), P(fact | wild type)
-    "female": (0.55, 0.35),
-    "ever_smoker": (0.40, 0.62),
-    "stage": ((0.30, 0.10, 0.15, 0.45), (0.30, 0.15, 0.25, 0.30)),
-    "family_history": (0.12, 0.12),
-}
-AGE_YEARS = (64.0, 10.0, 30.0, 90.0)                     # mean, sd, clipped to
-HEIGHT_M = {"M": (1.70, 0.06), "F": (1.57, 0.055)}
-WEIGHT_KG = {"M": (68.0, 10.0), "F": (56.0, 8.0)}
 PHENOTYPE = {  # (mean, sd) for mutant, wild type; clipped to the phantom's limits
     "diameter_mm": ((27.0, 7.0), (30.0, 8.0), (10.0, 60.0)),
     "tumor_hu": ((-25.0, 70.0), (0.0, 50.0), (-500.0, 80.0)),
@@ -122,13 +110,12 @@ def draw_case(site: str, index: int, seed: int, halo: bool = False) -> SynthCase
     mutant = bool(rng.random() < PREVALENCE[site])
     group = 0 if mutant else 1
     case_id = f"SYN-{site}-{index:04d}"
-    patient = _patient(rng, group, case_id)
-    family = bool(rng.random() < CLINICAL["family_history"][group])
-    stage = str(rng.choice(STAGES, p=CLINICAL["stage"][group]))
+    facts = table1.draw(rng, site, group)
     spec = _phantom_spec(rng, site, group)
     if halo:
         spec = replace(spec, halo_mm=_halo_mm(np.random.default_rng(stream.spawn(1)[0]), group))
-    return SynthCase(case_id, site, mutant, patient, family, stage, spec)
+    return SynthCase(case_id, site, mutant, _patient(facts, case_id), facts.family_history,
+                     facts.stage, spec)
 
 
 def _halo_mm(rng: np.random.Generator, group: int) -> float:
@@ -137,16 +124,18 @@ def _halo_mm(rng: np.random.Generator, group: int) -> float:
     return round(width, 2) if present else 0.0
 
 
-def _patient(rng: np.random.Generator, group: int, case_id: str) -> PatientFacts:
-    sex = "F" if rng.random() < CLINICAL["female"][group] else "M"
-    smoker = rng.random() < CLINICAL["ever_smoker"][group]
-    mean, sd, low, high = AGE_YEARS
-    height = float(np.clip(rng.normal(*HEIGHT_M[sex]), 1.35, 2.05))
-    weight = float(np.clip(rng.normal(*WEIGHT_KG[sex]), 35.0, 140.0))
-    return PatientFacts(name=f"SYNTHETIC^{case_id}", patient_id=case_id, sex=sex,
-                        age_years=int(np.clip(round(rng.normal(mean, sd)), low, high)),
-                        size_m=round(height, 2), weight_kg=round(weight, 1),
-                        smoking_status="YES" if smoker else "NO")
+def _patient(facts: table1.ClinicalFacts, case_id: str) -> PatientFacts:
+    return PatientFacts(name=f"SYNTHETIC^{case_id}", patient_id=case_id, sex=facts.sex,
+                        age_years=facts.age_y, size_m=round(facts.height_cm / 100, 2),
+                        weight_kg=facts.weight_kg,
+                        smoking_status="YES" if facts.smoker else "NO")
+
+
+def clinical_facts(case: SynthCase) -> table1.ClinicalFacts:
+    """The case's clinical facts as drawn (height back in cm)."""
+    p = case.patient
+    return table1.ClinicalFacts(p.sex, p.age_years, round(p.size_m * 100), p.weight_kg,
+                                p.smoking_status == "YES", case.family_history, case.stage)
 
 
 def _phantom_spec(rng: np.random.Generator, site: str, group: int) -> PhantomSpec:
@@ -209,23 +198,27 @@ def _write_case(folder: Path, case: SynthCase) -> dict[str, str]:
 
 
 def generator_facts(counts: dict[str, int], seed: int, halo: bool = False) -> dict:
+    """What the cohort was drawn from; the Bayes AUCs per site (``bayes_auc_<inputs>``: {site:
+    AUC}) beside the paper's radiomics + clinical AUCs."""
+    per_site = lambda auc_of: {site: round(auc_of(site), 4) for site in SITES}  # noqa: E731
     return {"synthetic": True, "seed": seed, "cases": counts, "roles": ROLES,
             "prevalence": PREVALENCE, "scanner_pixel_slice_noise": SCANNER,
-            "clinical": CLINICAL, "age_years": AGE_YEARS, "height_m": HEIGHT_M,
-            "weight_kg": WEIGHT_KG, "phenotype": PHENOTYPE,
-            "ground_glass_halo": GROUND_GLASS_HALO if halo else None,
-            "bayes_auc_clinical": round(bayes_auc_clinical(), 4),
-            "bayes_auc_clinical_phenotype": round(bayes_auc_clinical_phenotype(), 4),
-            **({"bayes_auc_all": round(bayes_auc_clinical_phenotype(halo=True), 4)}
+            "clinical_table1": {"columns_by_site": table1.COLUMN,
+                                "table1": {f"{c} {'mutant' if g == 0 else 'wild type'}": v
+                                           for (c, g), v in table1.TABLE1.items()},
+                                "assumptions": table1.assumptions()},
+            "phenotype": PHENOTYPE, "ground_glass_halo": GROUND_GLASS_HALO if halo else None,
+            "paper_table2_auc_radiomics_clinical": table1.PAPER_TABLE2_AUC,
+            "bayes_auc_clinical": per_site(bayes_auc_clinical),
+            "bayes_auc_clinical_phenotype": per_site(bayes_auc_clinical_phenotype),
+            **({"bayes_auc_all": per_site(lambda s: bayes_auc_clinical_phenotype(s, halo=True))}
                if halo else {})}
 
 
 def case_log_ratios(case: SynthCase, halo: bool) -> dict[str, float]:
     """The Bayes score, log P(facts | mutant) / P(facts | wild type), of one drawn case for
     the clinical facts, with the tumor phenotype, and (with a planted halo) with everything."""
-    mutant, wild = _cell_probabilities(0), _cell_probabilities(1)
-    cell = (case.patient.sex == "F", case.patient.smoking_status == "YES", case.stage)
-    clinical = float(np.log(mutant[cell] / wild[cell]))
+    clinical = table1.log_ratio(clinical_facts(case), case.site)
     phenotype = sum(float(_log_density(np.array(value), name, 0)
                           - _log_density(np.array(value), name, 1))
                     for name, value in (("diameter_mm", case.spec.tumor_diameter_mm),
@@ -241,39 +234,24 @@ def _halo_log_ratio(present):
     return np.where(present, np.log(p_mutant / p_wild), np.log((1 - p_mutant) / (1 - p_wild)))
 
 
-def _cell_probabilities(group: int) -> dict[tuple, float]:
-    """P(sex, smoking, stage | group) for every cell."""
-    female, smoker = CLINICAL["female"][group], CLINICAL["ever_smoker"][group]
-    return {(f, s, st): (female if f else 1 - female) * (smoker if s else 1 - smoker) * p
-            for f, s, (st, p) in itertools.product(
-                (True, False), (True, False), zip(STAGES, CLINICAL["stage"][group]))}
+def bayes_auc_clinical(site: str) -> float:
+    """AUC of the likelihood ratio of the site's clinical facts (``table1.bayes_auc``)."""
+    return table1.bayes_auc(site, MONTE_CARLO_CASES)
 
 
-def bayes_auc_clinical() -> float:
-    """Exact AUC of the likelihood ratio over the label-dependent clinical cells (ties: 1/2)."""
-    mutant, wild = _cell_probabilities(0), _cell_probabilities(1)
-    ratio = {cell: mutant[cell] / wild[cell] for cell in mutant}
-    return sum(mutant[i] * wild[j] * (1.0 if ratio[i] > ratio[j] else
-                                      0.5 if ratio[i] == ratio[j] else 0.0)
-               for i in mutant for j in wild)
-
-
-def bayes_auc_clinical_phenotype(n: int = MONTE_CARLO_CASES, seed: int = 0,
+def bayes_auc_clinical_phenotype(site: str, n: int = MONTE_CARLO_CASES, seed: int = 0,
                                  halo: bool = False) -> float:
-    """AUC of the likelihood ratio of the clinical cells, tumor diameter and density (Monte
-    Carlo), with the clipping at the phantom's limits in the densities (``_log_density``);
-    ``halo`` adds the ground-glass halo."""
+    """AUC of the likelihood ratio of the site's clinical facts, tumor diameter and density
+    (Monte Carlo), with the clipping at the phantom's limits in the densities
+    (``_log_density``); ``halo`` adds the ground-glass halo."""
     rng = np.random.default_rng(seed)
-    scores = [_log_ratios(rng, group, n, halo) for group in (0, 1)]
+    scores = [_log_ratios(rng, site, group, n, halo) for group in (0, 1)]
     return float(stats.mannwhitneyu(scores[0], scores[1]).statistic / n ** 2)
 
 
-def _log_ratios(rng: np.random.Generator, group: int, n: int, halo: bool = False
+def _log_ratios(rng: np.random.Generator, site: str, group: int, n: int, halo: bool = False
                 ) -> np.ndarray:
-    mutant, wild = _cell_probabilities(0), _cell_probabilities(1)
-    cells = list(mutant)
-    drawn = rng.choice(len(cells), size=n, p=[(mutant, wild)[group][c] for c in cells])
-    log_ratio = np.log([mutant[c] / wild[c] for c in cells])[drawn]
+    log_ratio = table1.sample_log_ratios(rng, site, group, n)
     for name in PHENOTYPE:
         low, high = PHENOTYPE[name][2]
         value = np.clip(rng.normal(*PHENOTYPE[name][group], size=n), low, high)
