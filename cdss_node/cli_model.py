@@ -49,7 +49,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no model installed: the node uses the built-in default bundle (synthetic)")
     for m in models:
         print(f"{'*' if m.active else ' '} {m.name}  ({m.model_id} {m.version}"
-              f"{', SYNTHETIC' if m.synthetic else ''})")
+              f"{', SYNTHETIC' if m.synthetic else ''}; model hash {m.sha256[:12]})")
+    if models:
+        print("model hash: the sha256 that SRs and /healthz name, of the bundle's manifest.json in "
+              "canonical JSON (sorted keys, no spaces), not of a file")
     if config.analysis.bundle:
         print(f"note: [analysis] bundle = {config.analysis.bundle!r} in the config wins over "
               "the active model")

@@ -115,13 +115,15 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--cv-site", required=True, help="site cross-validated fivefold")
     fit.add_argument("--internal-site", help="site for internal validation")
     fit.add_argument("--external-site", help="site for external validation")
-    fit.add_argument("--folds", type=int, default=5)
-    fit.add_argument("--epochs", type=int, default=30)
-    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument("--folds", type=int, default=5, help="cross-validation folds")
+    fit.add_argument("--epochs", type=int, default=30,
+                     help="epochs per fold; the tabular models need far more at the paper's "
+                     "learning rate (the default bundle: 200)")
+    fit.add_argument("--batch-size", type=int, default=16, help="cases per step")
     fit.add_argument("--lr", type=float, default=1e-5, help="AdamW (the paper: 1e-5)")
-    fit.add_argument("--weight-decay", type=float, default=1e-2)
+    fit.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay")
     fit.add_argument("--no-augment", action="store_true", help="no 3D augmentation of crops")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0, help="folds, initialisation, order")
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
     fit.add_argument("--init-weights", default="",
                      help="CNN weights: a 3D state dict, or 2D ImageNet weights (inflated)")
@@ -148,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("--intended-use", help="needed for a model of real data")
     exporting.add_argument("--data-description", help="needed for a model of real data")
     exporting.set_defaults(func=cmd_export)
+    for command in sub.choices.values():      # --help shows every default
+        command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
 
 
@@ -237,7 +241,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"cdss-train evaluate: {error.name} is missing: pip install 'cdss-node[train]'",
               file=sys.stderr)
         return 2
-    except (OSError, ValueError, KeyError) as error:
+    except ValueError as error:
+        print(f"cdss-train evaluate: {error}", file=sys.stderr)
+        return 2
+    except (OSError, KeyError) as error:
         print(f"cdss-train evaluate: {error!r} (give folders written by cdss-train fit)",
               file=sys.stderr)
         return 2

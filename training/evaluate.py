@@ -43,6 +43,7 @@ class ModelPredictions:
     folds: int
     rows: list[dict]
     manifest: str | None = None          # the cohort manifest the fit was trained from
+    roles: dict | None = None            # fit.json's roles: the site of each
 
     def role(self, role: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Labels, ensemble probabilities and case ids of one role, in case-id order."""
@@ -57,13 +58,16 @@ class ModelPredictions:
 
 
 def load_model(fit_dir: Path) -> ModelPredictions:
+    if not (fit_dir / "fit.json").is_file():
+        raise ValueError(f"{fit_dir}: no fit.json: not a finished cdss-train fit folder (still "
+                         "running, or stopped? run the same cdss-train fit again to resume it)")
     summary = json.loads((fit_dir / "fit.json").read_text())
     with (fit_dir / "predictions.csv").open(newline="") as stream:
         rows = list(csv.DictReader(stream))
     settings = summary["settings"]
     return ModelPredictions(f"{settings['architecture']} ({fit_dir.name})",
                             float(summary["decision_threshold"]), int(settings["folds"]), rows,
-                            summary.get("manifest"))
+                            summary.get("manifest"), summary.get("roles"))
 
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, seed: int = 0,
@@ -197,6 +201,7 @@ def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
     truth = generator_truth(models[0])
     out.mkdir(parents=True, exist_ok=True)
     tables: dict[str, list[dict]] = {}
+    figures = []
     for number, role in ((2, "internal"), (3, "external")):
         if len(set(models[0].role(role)[0].tolist())) < 2:
             continue   # no such site, or one EGFR group only: no AUC to compute
@@ -209,10 +214,27 @@ def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
         if truth:
             tables[f"bayes_{role}"] = bayes_rows(models[0], role, *truth)
         _figures(models, role, out)
+        figures.append(role)
     for name, rows in tables.items():
         _write_csv(out / f"{name}.csv", rows)
-    (out / "report.md").write_text(_markdown(tables))
+    (out / "report.md").write_text(_markdown(tables, _preamble(models, truth is not None),
+                                             figures))
     return tables
+
+
+def _preamble(models: list[ModelPredictions], synthetic: bool) -> list[str]:
+    """Who was evaluated on what: the models, the sites of each role, and whether the cohort
+    is synthetic."""
+    lines = [f"Models: {', '.join(m.name for m in models)}."]
+    roles = models[0].roles or {}
+    if roles:
+        lines.append("Sites: " + ", ".join(f"{role.replace('_', '-')} = {site}"
+                                          for role, site in roles.items() if site) + ".")
+    if synthetic:
+        lines.append("**SYNTHETIC cohort** (cdss-train synth-cohort; generator.json beside the "
+                     "manifest): these numbers say the training code works, nothing about real "
+                     "tumors.")
+    return lines
 
 
 def _decision_curve(models: list[ModelPredictions], role: str) -> list[dict]:
@@ -273,8 +295,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def _markdown(tables: dict[str, list[dict]]) -> str:
-    parts = ["# Evaluation\n"]
+def _markdown(tables: dict[str, list[dict]], preamble: list[str] = (),
+              figures: list[str] = ()) -> str:
+    """The tables as Markdown (numbers to 4 decimals), after the preamble, with the figures."""
+    parts = ["# Evaluation\n", *(f"{line}\n" for line in preamble)]
+    parts += [f"![{role}: ROC, calibration, decision curve](figures_{role}.png)\n"
+              for role in figures]
     for name, rows in tables.items():
         parts.append(f"## {name}\n")
         if not rows:
@@ -283,6 +309,10 @@ def _markdown(tables: dict[str, list[dict]]) -> str:
         columns = list(rows[0])
         parts.append("| " + " | ".join(columns) + " |")
         parts.append("|" + "---|" * len(columns))
-        parts.extend("| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows)
+        parts.extend("| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows)
         parts.append("")
     return "\n".join(parts) + "\n"
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -12,6 +12,7 @@ This module does not import torch: the node's own process only reads names and m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -35,6 +36,7 @@ class InstalledModel:
     version: str
     synthetic: bool
     active: bool
+    sha256: str = "?"    # the model hash the SR names (its manifest in canonical JSON)
 
 
 def models_dir(data_dir: str | Path) -> Path:
@@ -63,8 +65,16 @@ def installed_models(data_dir: str | Path) -> list[InstalledModel]:
         found.append(InstalledModel(path.name, data.get("model_id", "?"),
                                     data.get("version", "?"),
                                     bool(data.get("training_data", {}).get("synthetic")),
-                                    active is not None and path == active))
+                                    active is not None and path == active, _model_hash(data)))
     return found
+
+
+def _model_hash(data: dict) -> str:
+    """The model hash SRs name (``bundle.bundle_sha256``: the manifest in canonical JSON),
+    from the manifest as read, without torch; a test checks the two agree."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
 def install(bundle: str | Path, data_dir: str | Path) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from cdss_node.cli import main
 from cdss_node.jobs import DEFAULT_BUNDLE, AnalysisSettings
+from cdss_node.model.bundle import load_bundle
 from cdss_node.model.installed import (
     ModelStoreError, active_bundle, install, installed_models, models_dir, use)
 
@@ -61,7 +62,9 @@ def test_the_model_commands(tmp_path, capsys):
     config.write_text(f'[node]\ndata_dir = "{tmp_path / "var"}"\n')
     assert main(["--config", str(config), "model", "install", str(DEFAULT_BUNDLE), "--use"]) == 0
     assert main(["--config", str(config), "model", "list"]) == 0
-    assert f"* {NAME}  (cdss-egfr-synthetic-radiomics-clinical 0.3, SYNTHETIC)" in \
-        capsys.readouterr().out
+    shown = capsys.readouterr().out
+    sha256 = load_bundle(DEFAULT_BUNDLE, device="cpu").sha256
+    assert (f"* {NAME}  (cdss-egfr-synthetic-radiomics-clinical 0.3, SYNTHETIC; model hash "
+            f"{sha256[:12]})") in shown
     assert main(["--config", str(config), "model", "use", "missing"]) == 1
     assert "no such installed model" in capsys.readouterr().err
