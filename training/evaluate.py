@@ -111,6 +111,21 @@ def calibration(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[
             for part in np.array_split(order, min(bins, len(order))) if len(part)]
 
 
+def calibration_curve(labels: np.ndarray, scores: np.ndarray, points: int = 50
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth calibration curve: logistic regression of the outcome on the logit of the
+    prediction (calibration intercept and slope), over the range of the predictions."""
+    from sklearn.linear_model import LogisticRegression
+
+    clipped = np.clip(scores, 1e-6, 1 - 1e-6)
+    logit = np.log(clipped / (1 - clipped))[:, None]
+    grid = np.linspace(clipped.min(), clipped.max(), points)
+    if len(set(labels.tolist())) < 2:
+        return grid, np.full(points, float(labels.mean()))
+    fitted = LogisticRegression(C=1e6).fit(logit, labels)
+    return grid, fitted.predict_proba(np.log(grid / (1 - grid))[:, None])[:, 1]
+
+
 def brier(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.mean((scores - labels) ** 2))
 
@@ -213,7 +228,7 @@ def evaluate(fit_dirs: list[Path], out: Path) -> dict[str, list[dict]]:
         tables[f"decision_curve_{role}"] = _decision_curve(models, role)
         if truth:
             tables[f"bayes_{role}"] = bayes_rows(models[0], role, *truth)
-        _figures(models, role, out)
+        _figures(models, role, out, synthetic=truth is not None)
         figures.append(role)
     for name, rows in tables.items():
         _write_csv(out / f"{name}.csv", rows)
@@ -249,28 +264,34 @@ def _decision_curve(models: list[ModelPredictions], role: str) -> list[dict]:
     return rows
 
 
-def _figures(models: list[ModelPredictions], role: str, out: Path) -> None:
-    """Fig. 4 (ROC), calibration and decision curves of one role, as PNG."""
+def _figures(models: list[ModelPredictions], role: str, out: Path, synthetic: bool = False
+             ) -> None:
+    """Fig. 4 (ROC), calibration (deciles and a logistic calibration curve) and decision
+    curves of one role, as PNG, titled with the site and, for a synthetic cohort, marked so."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.8))
+    figure, axes = plt.subplots(1, 3, figsize=(15, 5.2))
+    lowest = 0.0
     for m in models:
         labels, scores, _ = m.role(role)
         fpr, tpr, _ = roc_curve(labels, scores)
-        axes[0].plot(fpr, tpr, label=f"{m.name}: AUC {auc(labels, scores):.3f}")
+        line, = axes[0].plot(fpr, tpr, label=f"{m.name}: AUC {auc(labels, scores):.3f}")
         points = calibration(labels, scores)
         axes[1].plot([p["mean_predicted"] for p in points], [p["observed"] for p in points],
-                     "o-", label=m.name)
-        axes[2].plot(NET_BENEFIT_THRESHOLDS, [net_benefit(labels, scores, t)
-                                              for t in NET_BENEFIT_THRESHOLDS], label=m.name)
+                     "o", color=line.get_color(), label=f"{m.name}: deciles")
+        axes[1].plot(*calibration_curve(labels, scores), color=line.get_color(),
+                     label=f"{m.name}: logistic fit")
+        benefit = [net_benefit(labels, scores, t) for t in NET_BENEFIT_THRESHOLDS]
+        lowest = min(lowest, *benefit)
+        axes[2].plot(NET_BENEFIT_THRESHOLDS, benefit, label=m.name)
     labels = models[0].role(role)[0]
     axes[2].plot(NET_BENEFIT_THRESHOLDS, [net_benefit(labels, np.ones(len(labels)), t)
                                           for t in NET_BENEFIT_THRESHOLDS], "k--", label="all")
-    axes[2].axhline(0, color="grey", linewidth=0.8)
+    axes[2].axhline(0, color="grey", linewidth=0.8, label="none")
     for ax, title, (x, y) in zip(axes, ("ROC", "Calibration", "Decision curve"),
                                  (("1 - specificity", "sensitivity"),
                                   ("predicted probability", "observed mutant rate"),
@@ -279,7 +300,10 @@ def _figures(models: list[ModelPredictions], role: str, out: Path) -> None:
         ax.legend(fontsize=8)
     axes[0].plot([0, 1], [0, 1], color="grey", linewidth=0.8)
     axes[1].plot([0, 1], [0, 1], color="grey", linewidth=0.8)
-    axes[2].set_ylim(-0.1, max(0.05, float(labels.mean())) + 0.05)
+    axes[2].set_ylim(max(-0.5, lowest - 0.05), max(0.05, float(labels.mean())) + 0.05)
+    figure.suptitle(f"{role} site: {', '.join(m.name for m in models)}"
+                    + ("  |  SYNTHETIC cohort: not real patients" if synthetic else ""),
+                    color="firebrick" if synthetic else "black")
     figure.tight_layout()
     figure.savefig(out / f"figures_{role}.png", dpi=110)
     plt.close(figure)

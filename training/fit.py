@@ -154,8 +154,10 @@ def _by_role(prepared: list[PreparedCase], roles: SiteRoles) -> dict[str, list[P
 
 
 def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
-               process: Process = Process()) -> torch.nn.Module:
-    """One fold's network, trained (or resumed) and saved as ``folder/final.pt``."""
+               process: Process = Process(), say: Callable[[str], None] = tqdm.write
+               ) -> torch.nn.Module:
+    """One fold's network, trained (or resumed) and saved as ``folder/final.pt``; ``say``
+    tells when a finished fold is reused or a stopped one resumed."""
     device = choose_device(device_of(process, settings.device))
     torch.manual_seed(settings.seed * 1000 + k)        # the fold's initial weights
     network = new_network(settings, data).to(device)
@@ -163,11 +165,16 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
     if (folder / "final.pt").is_file():
         network.load_state_dict(torch.load(folder / "final.pt", weights_only=True,
                                            map_location=device))
+        if process.main:
+            say(f"fold {k}: reused, already trained ({folder / 'final.pt'}; delete the "
+                "folder to train it again)")
         return network.eval()
     optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
     first = _resume(folder / "last.pt", network, optimiser, schedule)
+    if first and process.main:
+        say(f"fold {k}: resumed after epoch {first} of {settings.epochs} ({folder / 'last.pt'})")
     trained = wrap(network, process, device)
     history = _history(folder / "history.json", first)
     for epoch in tqdm(range(first, settings.epochs), desc=f"fold {k}", unit="epoch",
@@ -238,7 +245,9 @@ def _train_epoch(network, optimiser, data: ScaledInputs, settings: FitSettings,
     augment = _augmentation(rng) if settings.augment and data.crops is not None else None
     network.train()
     losses = []
-    for batch in batches:
+    shown = process.main and data.crops is not None   # a CNN's epoch takes minutes on a CPU
+    for batch in tqdm(batches, desc=f"fold {fold_epoch[0]} epoch {fold_epoch[1] + 1}",
+                      unit="batch", leave=False, disable=not shown):
         image = None if data.crops is None else _crops(data.crops[batch], augment)
         inputs = [None if image is None else torch.from_numpy(image).to(device),
                   torch.from_numpy(data.radiomics[batch]).to(device),

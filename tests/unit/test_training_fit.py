@@ -61,6 +61,7 @@ def test_fit_predicts_every_role_and_learns_the_planted_signal(tmp_path):
 
 
 def test_a_resumed_fold_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    said: list[str] = []
     prepared = cases(20, "A", 4)
     radiomics, clinical = training_scalings(prepared)
     data = scaled_inputs(prepared, radiomics, clinical, with_crops=False)
@@ -77,7 +78,10 @@ def test_a_resumed_fold_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
         train_fold(1, data, SETTINGS, tmp_path / "stopped")
     assert torch.load(tmp_path / "stopped" / "last.pt", weights_only=True)["epoch"] == 2
     monkeypatch.setattr(fit_module, "_train_epoch", real_epoch)
-    resumed = train_fold(1, data, SETTINGS, tmp_path / "stopped")
+    resumed = train_fold(1, data, SETTINGS, tmp_path / "stopped", say=said.append)
+    assert said == [f"fold 1: resumed after epoch 2 of 4 ({tmp_path / 'stopped' / 'last.pt'})"]
+    train_fold(1, data, SETTINGS, tmp_path / "stopped", say=said.append)
+    assert said[1].startswith("fold 1: reused, already trained")
     for (key, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), key
     history = json.loads((tmp_path / "stopped" / "history.json").read_text())

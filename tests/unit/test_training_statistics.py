@@ -9,7 +9,8 @@ import pytest
 from scipy import stats
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from training.evaluate import bootstrap_auc, brier, calibration, delong, net_benefit
+from training.evaluate import (
+    bootstrap_auc, brier, calibration, calibration_curve, delong, net_benefit)
 from training.metrics import auc
 
 
@@ -124,3 +125,18 @@ def test_calibration_of_calibrated_predictions_lies_on_the_diagonal():
     for row in calibration(labels, scores):
         p = row["mean_predicted"]
         assert abs(row["observed"] - p) <= 3 * np.sqrt(p * (1 - p) / row["cases"])
+
+
+def test_the_calibration_curve_is_the_diagonal_for_calibrated_and_steeper_for_timid_ones():
+    """Outcomes drawn with p: the fitted curve stays within 0.03 of the diagonal. Predictions
+    pulled halfway to 0.5 (too timid): the curve lies below the diagonal at low p and above it
+    at high p."""
+    rng = np.random.default_rng(6)
+    scores = rng.beta(2, 2, 20000)
+    labels = (rng.random(20000) < scores).astype(int)
+    grid, curve = calibration_curve(labels, scores)
+    inner = (grid > 0.1) & (grid < 0.9)
+    assert np.max(np.abs(curve - grid)[inner]) < 0.03
+    timid = 0.5 + (scores - 0.5) / 2
+    grid, curve = calibration_curve(labels, timid)
+    assert curve[0] < grid[0] - 0.05 and curve[-1] > grid[-1] + 0.05
