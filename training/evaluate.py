@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from training import paper
 from training.metrics import auc, metrics
 
 ROLES = ("internal", "external")
@@ -44,6 +45,7 @@ class ModelPredictions:
     rows: list[dict]
     manifest: str | None = None          # the cohort manifest the fit was trained from
     roles: dict | None = None            # fit.json's roles: the site of each
+    architecture: str = ""
 
     def role(self, role: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Labels, ensemble probabilities and case ids of one role, in case-id order."""
@@ -67,7 +69,8 @@ def load_model(fit_dir: Path) -> ModelPredictions:
     settings = summary["settings"]
     return ModelPredictions(f"{settings['architecture']} ({fit_dir.name})",
                             float(summary["decision_threshold"]), int(settings["folds"]), rows,
-                            summary.get("manifest"), summary.get("roles"))
+                            summary.get("manifest"), summary.get("roles"),
+                            settings["architecture"])
 
 
 def bootstrap_auc(labels: np.ndarray, scores: np.ndarray, seed: int = 0,
@@ -143,7 +146,8 @@ def ensemble_row(model: ModelPredictions, role: str) -> dict:
     low, high = bootstrap_auc(labels, scores)
     return {"model": model.name, "cases": len(labels), "mutant": int(labels.sum()),
             **metrics(labels, scores, model.threshold), "auc_95ci": f"{low:.3f}-{high:.3f}",
-            "brier": round(brier(labels, scores), 4)}
+            "brier": round(brier(labels, scores), 4),
+            "paper_acc_prec_rec_f1_auc": paper.ensemble_metrics(model.architecture, role)}
 
 
 def fold_row(model: ModelPredictions, role: str) -> dict:
@@ -152,7 +156,8 @@ def fold_row(model: ModelPredictions, role: str) -> dict:
                 for k in range(1, model.folds + 1)]
     return {"model": model.name, **{
         name: f"{np.mean([m[name] for m in per_fold]):.3f} ± "
-              f"{np.std([m[name] for m in per_fold], ddof=1):.3f}" for name in METRICS}}
+              f"{np.std([m[name] for m in per_fold], ddof=1):.3f}" for name in METRICS},
+        "paper_auc": paper.FOLD_AUC.get((model.architecture, role), "")}
 
 
 def delong_rows(models: list[ModelPredictions], role: str) -> list[dict]:
@@ -279,7 +284,9 @@ def _figures(models: list[ModelPredictions], role: str, out: Path, synthetic: bo
     for m in models:
         labels, scores, _ = m.role(role)
         fpr, tpr, _ = roc_curve(labels, scores)
-        line, = axes[0].plot(fpr, tpr, label=f"{m.name}: AUC {auc(labels, scores):.3f}")
+        published = paper.ensemble_auc(m.architecture, role)
+        line, = axes[0].plot(fpr, tpr, label=f"{m.name}: AUC {auc(labels, scores):.3f}" + (
+            f" (paper {published:.3f})" if published else ""))
         points = calibration(labels, scores)
         axes[1].plot([p["mean_predicted"] for p in points], [p["observed"] for p in points],
                      "o", color=line.get_color(), label=f"{m.name}: deciles")

@@ -68,6 +68,7 @@ def test_evaluate_writes_the_papers_tables_and_figures(experiment):
     external = list(csv.DictReader((evaluation / "table3_external.csv").open()))
     assert [r["model"].split()[0] for r in external] == ["radiomics-clinical", "resnet34"]
     assert all(r["cases"] == "6" and 0.0 <= float(r["auc"]) <= 1.0 for r in external)
+    assert [r["paper_acc_prec_rec_f1_auc"][-6:] for r in external] == ["0.7038", "0.7679"]
     assert (evaluation / "figures_external.png").stat().st_size > 10_000
 
 
