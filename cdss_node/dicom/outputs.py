@@ -17,6 +17,7 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
 
 from cdss_node import __version__
+from cdss_node.dicom.key_slice import key_slice
 from cdss_node.dicom.result_image import result_image
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
 from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
@@ -40,17 +41,19 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
         log.warning("no_dicom_report", reason="no readable DICOM header in the series")
         return []
     equipment = Equipment(software_version=__version__, device_uid=device_uid)
+    key = None                                   # the tumor's key slice, for SR and image
     if analysis.status != "ok":
         report = not_evaluable_report(analysis, model, headers, equipment, version)
         written = [_save(report, out_dir, SR_FILE)]
     else:
         seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
                                  version.instance_number)
+        key = key_slice(analysis.volume, analysis.tumor.mask, headers)
         report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
-                             equipment, version)
+                             equipment, version, key)
         written = [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
     if with_image:
-        image = result_image(analysis, model, headers, equipment, version)
+        image = result_image(analysis, model, headers, equipment, version, key)
         written.append(_save(image, out_dir, SC_FILE))
     return written
 

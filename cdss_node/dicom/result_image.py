@@ -14,7 +14,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from cdss_node.dicom.key_slice import key_slice, largest_outline
+from cdss_node.dicom.key_slice import KeySlice, largest_outline
 from cdss_node.dicom.result_picture import (LUNG_WINDOW, OTHER_RGB, PRIMARY_RGB, Caption, Outline,
                                             render)
 from cdss_node.dicom.seg import MANUFACTURER, MODEL_NAME, Equipment, result_series_uid
@@ -31,10 +31,12 @@ RESEARCH_USE = "Decision support, research use only: not for diagnosis"
 
 
 def result_image(analysis: "Analysis", model: ReportedModel, headers: Sequence[Dataset],
-                 equipment: Equipment, version: Version = Version()) -> hd.sc.SCImage:
-    """The Secondary Capture of an analysis (ok or not evaluable)."""
+                 equipment: Equipment, version: Version = Version(),
+                 key: KeySlice | None = None) -> hd.sc.SCImage:
+    """The Secondary Capture of an analysis (ok or not evaluable); ``key`` is the analysed
+    tumor's key slice (the SR's)."""
     when = datetime.datetime.now().astimezone()
-    source, index, outlines = _shown_slice(analysis, headers)
+    source, index, outlines = _shown_slice(analysis, headers, key)
     volume = analysis.volume
     pixels = render(None if index is None else volume.hu[index],
                     volume.spacing_mm[1:] if volume is not None else (1.0, 1.0), outlines,
@@ -52,7 +54,7 @@ def result_image(analysis: "Analysis", model: ReportedModel, headers: Sequence[D
     return image
 
 
-def _shown_slice(analysis: "Analysis", headers: Sequence[Dataset]
+def _shown_slice(analysis: "Analysis", headers: Sequence[Dataset], key: KeySlice | None
                  ) -> tuple[Dataset | None, int | None, list[Outline]]:
     """The CT image shown, its index in the volume and the outlines on it: the key slice of
     an analysed tumor; the middle slice of a volume that was read but not evaluable; none."""
@@ -63,7 +65,6 @@ def _shown_slice(analysis: "Analysis", headers: Sequence[Dataset]
     if analysis.status != "ok" or tumor is None:
         index = volume.hu.shape[0] // 2
         return by_uid.get(volume.source_instance_uids[index]), index, []
-    key = key_slice(volume, tumor.mask, headers)
     if key is None:
         return None, None, []
     outlines = [Outline(key.outline, PRIMARY_RGB)]

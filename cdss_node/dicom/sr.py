@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from cdss_node.dicom.key_slice import KeySlice, key_slice
+from cdss_node.dicom.key_slice import KeySlice
 from cdss_node.dicom.seg import (
     ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
     Equipment, result_series_uid, segmenter_name_version)
@@ -96,7 +96,8 @@ class ReportedModel:
 
 def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentation,
                 headers: Sequence[Dataset], equipment: Equipment,
-                version: Version = Version()) -> hd.sr.Comprehensive3DSR:
+                version: Version = Version(), key: KeySlice | None = None
+                ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 with two groups on the one tumor, sharing the SEG segment's tracking UID: the
     planar ROI on its key slice (TID 1410) and the volumetric ROI on the SEG (TID 1411). OHIF
     merges groups of one tracking UID into one measurement, which it can draw only when one of
@@ -119,7 +120,6 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
     if analysis.volume.lossy_compressed:
         impression += LOSSY_NOTE
     impression += _quality_note(analysis)
-    key = key_slice(analysis.volume, analysis.tumor.mask, headers)
     groups = ([_key_slice_group(analysis, model, key, tracking)] if key else []) + [group]
     return _document(groups, _summary(impression, model), [seg, *headers], headers, equipment,
                      version, key)
