@@ -26,6 +26,7 @@ from torch import nn
 
 from cdss_node.model.device import choose_device
 from cdss_node.model.ensemble import FoldEnsemble, choose_batching
+from cdss_node.model.installed import canonical_sha256
 from cdss_node.model.manifest import (
     FoldFile,
     Manifest,
@@ -65,9 +66,7 @@ class ModelBundle:
 
 def bundle_sha256(manifest: Manifest) -> str:
     """The model hash: sha256 of the manifest (with its fold hashes) in canonical JSON."""
-    canonical = json.dumps(manifest_to_json(manifest), sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=True, allow_nan=False)
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+    return canonical_sha256(manifest_to_json(manifest))
 
 
 def describe_network(description: ModelDescription) -> nn.Module:

@@ -65,13 +65,13 @@ def installed_models(data_dir: str | Path) -> list[InstalledModel]:
         found.append(InstalledModel(path.name, data.get("model_id", "?"),
                                     data.get("version", "?"),
                                     bool(data.get("training_data", {}).get("synthetic")),
-                                    active is not None and path == active, _model_hash(data)))
+                                    active is not None and path == active, canonical_sha256(data)))
     return found
 
 
-def _model_hash(data: dict) -> str:
-    """The model hash SRs name (``bundle.bundle_sha256``: the manifest in canonical JSON),
-    from the manifest as read, without torch; a test checks the two agree."""
+def canonical_sha256(data: dict) -> str:
+    """The model hash SRs name: sha256 of a manifest in canonical JSON (``bundle.bundle_sha256``
+    hashes a loaded manifest this way; here, without torch, the one read from disk)."""
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                            allow_nan=False)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
