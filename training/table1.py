@@ -105,13 +105,17 @@ def sample(rng: np.random.Generator, site: str, group: int, n: int) -> dict[str,
     """The facts of ``n`` patients of ``group`` at ``site``, unrounded and unclipped."""
     rule = law(site, group)
     female = rng.random(n) < rule.female
-    by_sex = lambda means: np.where(female, means["F"], means["M"])  # noqa: E731
-    return {"female": female, "smoker": rng.random(n) < by_sex(rule.smoker),
+    return {"female": female, "smoker": rng.random(n) < _per_patient(rule.smoker, female),
             "age": rng.normal(rule.age_mean_y, AGE_SD_Y, n),
-            "height": rng.normal(by_sex(rule.height_mean_cm), HEIGHT_SD_CM),
-            "weight": rng.normal(by_sex(rule.weight_mean_kg), WEIGHT_SD_KG),
+            "height": rng.normal(_per_patient(rule.height_mean_cm, female), HEIGHT_SD_CM),
+            "weight": rng.normal(_per_patient(rule.weight_mean_kg, female), WEIGHT_SD_KG),
             "family": rng.random(n) < rule.family_history,
             "stage": rng.choice(len(STAGES), size=n, p=rule.stage)}
+
+
+def _per_patient(by_sex: dict[str, float], female: np.ndarray) -> np.ndarray:
+    """A value given per sex, for each patient."""
+    return np.where(female, by_sex["F"], by_sex["M"])
 
 
 def draw(rng: np.random.Generator, site: str, group: int) -> ClinicalFacts:
@@ -150,15 +154,16 @@ def _log_density(site: str, group: int, values: dict[str, np.ndarray]) -> np.nda
     ones' normal densities."""
     rule = law(site, group)
     female = values["female"]
-    by_sex = lambda means: np.where(female, means["F"], means["M"])  # noqa: E731
-    p_smoker = by_sex(rule.smoker)
+    p_smoker = _per_patient(rule.smoker, female)
     return (np.log(np.where(female, rule.female, 1 - rule.female))
             + np.log(np.where(values["smoker"], p_smoker, 1 - p_smoker))
             + np.log(np.where(values["family"], rule.family_history, 1 - rule.family_history))
             + np.log(np.asarray(rule.stage))[values["stage"]]
             + stats.norm.logpdf(values["age"], rule.age_mean_y, AGE_SD_Y)
-            + stats.norm.logpdf(values["height"], by_sex(rule.height_mean_cm), HEIGHT_SD_CM)
-            + stats.norm.logpdf(values["weight"], by_sex(rule.weight_mean_kg), WEIGHT_SD_KG))
+            + stats.norm.logpdf(values["height"], _per_patient(rule.height_mean_cm, female),
+                                HEIGHT_SD_CM)
+            + stats.norm.logpdf(values["weight"], _per_patient(rule.weight_mean_kg, female),
+                                WEIGHT_SD_KG))
 
 
 def bayes_auc(site: str, n: int = 200_000, seed: int = 0) -> float:
