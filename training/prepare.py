@@ -34,6 +34,7 @@ from cdss_node import __version__
 from cdss_node.analysis import make_segmenter, series_files
 from cdss_node.dicom.seg import read_segment_mask
 from cdss_node.jobs import AnalysisSettings
+from cdss_node.model.network import network_image, uses_image
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.crop import tumor_crop
 from cdss_node.pipeline.load import load_volume
@@ -57,7 +58,8 @@ class PreparedCase:
     supplied: SuppliedFacts
     radiomics_names: tuple[str, ...]
     radiomics: np.ndarray             # float64
-    crop: np.ndarray                  # float32 (1, 64, 112, 112)
+    crop: np.ndarray | None           # float32 (1, 64, 112, 112), or the part a CNN reads;
+                                      # None when loaded for a model without an image
 
 
 def case_key(case: CohortCase) -> str:
@@ -187,8 +189,11 @@ def merged_header(manifest: HeaderFacts, ct: HeaderFacts) -> HeaderFacts:
                                 if value is None})
 
 
-def load_store(store: Path, case_ids: Iterable[str]) -> list[PreparedCase]:
-    """The prepared cases among ``case_ids`` (the not-evaluable ones are left out)."""
+def load_store(store: Path, case_ids: Iterable[str], architecture: str | None = None
+               ) -> list[PreparedCase]:
+    """The prepared cases among ``case_ids`` (the not-evaluable ones are left out). For an
+    ``architecture``, each crop as its network reads it: none for a tabular model (the crop is
+    then not even decompressed), the window of a small CNN; without one, the whole crop."""
     prepared = []
     for case_id in case_ids:
         record = json.loads((store / f"{case_id}.json").read_text())
@@ -198,8 +203,16 @@ def load_store(store: Path, case_ids: Iterable[str]) -> list[PreparedCase]:
         prepared.append(PreparedCase(
             case_id, record["site"], record["egfr_mutant"], HeaderFacts(**record["header"]),
             SuppliedFacts(**record["supplied"]), tuple(record["radiomics_names"]),
-            arrays["radiomics"], arrays["crop"]))
+            arrays["radiomics"], _crop(arrays, architecture)))
     return prepared
+
+
+def _crop(arrays, architecture: str | None) -> np.ndarray | None:
+    if architecture is None:
+        return arrays["crop"]
+    if not uses_image(architecture):
+        return None
+    return network_image(architecture, arrays["crop"])
 
 
 def _stored_key(store: Path, case_id: str) -> str | None:

@@ -8,15 +8,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from cdss_node.model.attention import (
+    TARGET_LAYER, AttentionMap, ensemble_grad_cam, inside_share, on_crop, on_ct)
 from cdss_node.model.bundle import ModelBundle
 from cdss_node.model.device import inference_precision
 from cdss_node.model.manifest import RadiomicsScaling
-from cdss_node.model.network import uses_image
+from cdss_node.model.network import network_image, uses_image
 from cdss_node.pipeline.records import (
     ClinicalVector,
     EgfrPrediction,
     RadiomicsFeatures,
     TumorCrop,
+    TumorMask,
     require,
 )
 
@@ -32,6 +35,19 @@ def predict_egfr(bundle: ModelBundle, crop: TumorCrop | None, radiomics: Radiomi
     probabilities = torch.sigmoid(logits.float())[:, 0].cpu().tolist()
     return EgfrPrediction.from_folds(tuple(probabilities), description.decision_threshold,
                                      bundle.model_id, bundle.sha256)
+
+
+def explain_egfr(bundle: ModelBundle, crop: TumorCrop, radiomics: RadiomicsFeatures,
+                 clinical: ClinicalVector, tumor: TumorMask) -> AttentionMap:
+    """Where the image network of the fold models looked (Grad-CAM), on the CT's grid."""
+    architecture = bundle.description.architecture
+    image = _image(crop, architecture)
+    scaled = scale_radiomics(radiomics, bundle.description.radiomics)
+    attention = ensemble_grad_cam(bundle.ensemble.networks, architecture, image, scaled,
+                                  clinical.values, bundle.device)
+    values = on_ct(on_crop(attention, architecture, crop.image.shape), crop, tumor.mask.shape)
+    return AttentionMap(values=values, layer=TARGET_LAYER[architecture],
+                        inside_tumor_share=round(inside_share(values, tumor.mask), 4))
 
 
 def scale_radiomics(radiomics: RadiomicsFeatures, scaling: RadiomicsScaling) -> np.ndarray:
@@ -58,7 +74,7 @@ def _image(crop: TumorCrop | None, architecture: str) -> np.ndarray | None:
     if not uses_image(architecture):
         return None
     require(crop is not None, "crop", f"a TumorCrop for the {architecture} network", crop)
-    return crop.image  # type: ignore[union-attr]
+    return network_image(architecture, crop.image)  # type: ignore[union-attr]
 
 
 def _fold_logits(bundle: ModelBundle, image: np.ndarray | None, radiomics: np.ndarray,

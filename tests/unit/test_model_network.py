@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -7,6 +8,8 @@ from cdss_node.model.network import (
     MultimodalNetwork,
     TabularNetwork,
     build_network,
+    image_window,
+    network_image,
     uses_image,
 )
 
@@ -88,4 +91,24 @@ def test_unknown_architecture_and_bad_sizes_are_refused():
     with pytest.raises(ValueError, match="dropout"):
         build_network("radiomics-clinical", 107, 10, dropout=1.0)
     assert set(ARCHITECTURES) == {"efficientnet-b7", "resnet34", "densenet264",
-                                  "radiomics-clinical", "clinical"}
+                                  "resnet10-small", "radiomics-clinical", "clinical"}
+
+
+def test_resnet10_small_reads_the_centre_of_the_crop_and_gives_512_features():
+    _check_multimodal("resnet10-small", (2, 1, 24, 32, 32))
+    crop = np.zeros((1, 64, 112, 112), dtype=np.float32)
+    crop[0, 32, 56, 56] = 1.0                       # the crop's centre voxel
+    crop[0, 0, 0, 0] = crop[0, 63, 111, 111] = 2.0  # its corners, outside the window
+    image = network_image("resnet10-small", crop)
+    assert image.shape == (1, 24, 32, 32) and image.flags["C_CONTIGUOUS"]
+    assert image.max() == 1.0 and image[0, 12, 16, 16] == 1.0   # centred, corners left out
+    assert image_window("resnet10-small", crop.shape)[1:] == (slice(20, 44), slice(40, 72),
+                                                              slice(40, 72))
+    stack = network_image("resnet10-small", np.stack([crop, 3 * crop]))
+    assert stack.shape == (2, 1, 24, 32, 32) and stack[1].max() == 3.0
+
+
+def test_the_paper_networks_read_the_whole_crop():
+    crop = np.random.default_rng(0).random((1, 64, 112, 112), dtype=np.float32)
+    for architecture in ("efficientnet-b7", "resnet34", "densenet264"):
+        assert np.array_equal(network_image(architecture, crop), crop)

@@ -18,6 +18,7 @@ from cdss_node.pipeline.preprocess import cnn_input
 from cdss_node.pipeline.radiomics import extract_radiomics
 from cdss_node.pipeline.records import HeaderFacts
 from training.cohort import read_manifest, write_manifest
+from cdss_node.model.network import network_image
 from training.prepare import case_tumor, load_store, merged_header, prepare
 from training.synth_cohort import write_cohort
 
@@ -41,6 +42,12 @@ def test_the_store_holds_what_the_node_pipeline_computes(cohort, tmp_path):
     assert np.array_equal(stored.crop, tumor_crop(cnn_input(volume), tumor).image)
     assert stored.header == case.header and stored.supplied == case.supplied
     assert (stored.site, stored.egfr_mutant) == (case.site, case.egfr_mutant)
+    # loaded for a model: no crop for a tabular one, the window of a small CNN
+    ids = [c.case_id for c in cases]
+    assert all(c.crop is None for c in load_store(tmp_path / "store", ids, "radiomics-clinical"))
+    small = load_store(tmp_path / "store", ids, "resnet10-small")[2]
+    assert np.array_equal(small.crop, network_image("resnet10-small", stored.crop))
+    assert np.array_equal(small.radiomics, stored.radiomics)
 
 
 def test_a_second_run_reuses_and_a_changed_input_is_computed_again(cohort, tmp_path):
