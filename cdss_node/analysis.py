@@ -53,7 +53,8 @@ class Analyzer:
     def analyze(self, paths: Sequence[Path], out_dir: Path,
                 supplied: SuppliedFacts = SuppliedFacts(), version: Version = Version()
                 ) -> Outcome:
-        analysis = analyze_series(paths, self.segmenter, self.bundle, supplied)
+        analysis = analyze_series(paths, self.segmenter, self.bundle, supplied,
+                                  attention=self.settings.attention_map)
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
                                           paths, version, self.device_uid,

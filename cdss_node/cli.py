@@ -208,6 +208,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                                      "device") if getattr(args, key)}
     overrides["data_dir"] = config.node.data_dir      # its active installed model
     overrides["result_image"] = config.outputs.result_image
+    overrides["attention_map"] = config.outputs.attention_map
     try:
         supplied = SuppliedFacts(family_history=None if args.family_history is None
                                  else args.family_history == "yes", stage=args.stage)

@@ -146,6 +146,11 @@ class OutputsSection:
         True, "Also send a result image (DICOM Secondary Capture, a series of its own): the "
         "tumor's key slice with its outline and the result burned in, for PACS viewers that "
         "show neither SR nor SEG. A not-evaluable series gets one that says why.")
+    attention_map: bool = _key(
+        True, "With a model that has an image network: also send where it looked (Grad-CAM of "
+        "the image network as a fractional DICOM Segmentation, a series of its own, referenced "
+        "from the SR) and write it as attention_map.nii.gz beside result.json. A model without "
+        "an image network has none.")
 
 
 @dataclass(frozen=True)

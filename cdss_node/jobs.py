@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "model" / "default_bundle"
 # the DICOM results beside result.json: Segmentation, Structured Report, Secondary Capture
 SEG_FILE, SR_FILE, SC_FILE = "seg.dcm", "sr.dcm", "sc.dcm"
+ATTENTION_FILE = "attention.dcm"
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,15 @@ class AnalysisSettings:
     device: str = "auto"
     data_dir: str = ""         # where installed models are (cdss_node.model.installed)
     result_image: bool = True  # [outputs] result_image: write sc.dcm too
+    attention_map: bool = True  # [outputs] attention_map: Grad-CAM (image networks only)
 
     @classmethod
     def from_config(cls, section: AnalysisSection, data_dir: str = "",
                     outputs: OutputsSection = OutputsSection()) -> "AnalysisSettings":
         return cls(bundle=section.bundle, segmenter=section.segmenter,
                    unet_weights=section.unet_weights, unet_window=section.unet_window,
-                   device=section.device, data_dir=data_dir, result_image=outputs.result_image)
+                   device=section.device, data_dir=data_dir, result_image=outputs.result_image,
+                   attention_map=outputs.attention_map)
 
     @property
     def bundle_path(self) -> Path:

@@ -1,4 +1,5 @@
-"""The files an analysis leaves behind: ``result.json`` and ``tumor_mask.nii.gz``.
+"""The files an analysis leaves behind: ``result.json`` and ``tumor_mask.nii.gz`` (and, for a
+model with an image network, ``attention_map.nii.gz``: its Grad-CAM on the same grid).
 
 ``result.json`` says everything the SR will say, in plain JSON: status (or the coded reason it
 is not evaluable), the EGFR probability of the fold ensemble, the tumor, the radiomics, the
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from cdss_node.jobs import ATTENTION_FILE
 from cdss_node.model.bundle import ModelBundle
 from cdss_node.pipeline.analyze import Analysis
 from cdss_node.pipeline.reasons import CODING_SCHEME
@@ -24,6 +26,7 @@ from cdss_node.pipeline.records import CTVolume, TumorMask
 
 RESULT_FILE = "result.json"
 MASK_FILE = "tumor_mask.nii.gz"
+ATTENTION_MAP_FILE = "attention_map.nii.gz"
 FORMAT = "cdss-egfr-result/1"
 
 
@@ -33,6 +36,8 @@ def write_result(out_dir: Path, analysis: Analysis, bundle: ModelBundle) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     if analysis.volume is not None and analysis.tumor is not None:
         write_mask(out_dir / MASK_FILE, analysis.tumor, analysis.volume)
+    if analysis.attention is not None:
+        write_volume(out_dir / ATTENTION_MAP_FILE, analysis.attention.values, analysis.volume)
     path = out_dir / RESULT_FILE
     _write_atomic(path, json.dumps(result_document(analysis, bundle), indent=2,
                                    allow_nan=False) + "\n")
@@ -49,6 +54,7 @@ def result_document(analysis: Analysis, bundle: ModelBundle) -> dict:
         "series": _series(analysis.volume),
         "tumor": _tumor(analysis.tumor, analysis.volume),
         "prediction": _prediction(analysis),
+        "attention": _attention(analysis),
         "radiomics": analysis.radiomics.as_dict() if analysis.radiomics else None,
         "clinical": _clinical(analysis),
         "model": model_identity(bundle),
@@ -119,6 +125,14 @@ def _prediction(analysis: Analysis) -> dict | None:
             "threshold": p.threshold, "label": p.label}
 
 
+def _attention(analysis: Analysis) -> dict | None:
+    a = analysis.attention
+    if a is None:
+        return None
+    return {"method": "Grad-CAM", "layer": a.layer, "file": ATTENTION_MAP_FILE,
+            "dicom_file": ATTENTION_FILE, "inside_tumor_share": a.inside_tumor_share}
+
+
 def _clinical(analysis: Analysis) -> dict | None:
     c = analysis.clinical
     if c is None:
@@ -129,7 +143,12 @@ def _clinical(analysis: Analysis) -> dict | None:
 
 def write_mask(path: Path, tumor: TumorMask, volume: CTVolume) -> None:
     """The mask as NIfTI on the CT's grid (ITK keeps LPS and converts for the file)."""
-    image = sitk.GetImageFromArray(tumor.mask.astype(np.uint8))
+    write_volume(path, tumor.mask.astype(np.uint8), volume)
+
+
+def write_volume(path: Path, values: np.ndarray, volume: CTVolume) -> None:
+    """A (z, y, x) array on the CT's grid as NIfTI, with the CT's geometry."""
+    image = sitk.GetImageFromArray(values)
     image.SetSpacing(tuple(float(s) for s in reversed(volume.spacing_mm)))
     image.SetOrigin(tuple(float(v) for v in volume.origin_mm))
     image.SetDirection(tuple(float(v) for v in np.asarray(volume.direction).T.ravel()))

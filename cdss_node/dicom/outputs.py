@@ -1,5 +1,6 @@
 """The DICOM an analysis leaves beside result.json: ``seg.dcm`` and ``sr.dcm`` for an analysed
-tumor, or the not-evaluable ``sr.dcm``; the result image ``sc.dcm`` in both cases (unless
+tumor (and ``attention.dcm``, the image network's Grad-CAM, where the analysis has one), or the
+not-evaluable ``sr.dcm``; the result image ``sc.dcm`` in both cases (unless
 switched off); and reading back an earlier report to supersede it.
 """
 
@@ -17,11 +18,12 @@ from pydicom.multival import MultiValue
 from pydicom.valuerep import DA, TM
 
 from cdss_node import __version__
+from cdss_node.dicom.attention_seg import attention_segmentation
 from cdss_node.dicom.key_slice import key_slice
 from cdss_node.dicom.result_image import result_image
 from cdss_node.dicom.seg import Equipment, source_datasets, tumor_segmentation
 from cdss_node.dicom.sr import ReportedModel, Version, egfr_report, not_evaluable_report
-from cdss_node.jobs import SC_FILE, SEG_FILE, SR_FILE
+from cdss_node.jobs import ATTENTION_FILE, SC_FILE, SEG_FILE, SR_FILE
 from cdss_node.logs import get_logger
 
 if TYPE_CHECKING:
@@ -49,13 +51,26 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
         seg = tumor_segmentation(analysis.volume, analysis.tumor, headers, equipment,
                                  version.instance_number)
         key = key_slice(analysis.volume, analysis.tumor.mask, headers)
+        attention = _attention(analysis, headers, equipment, model, version)
         report = egfr_report(analysis, model, seg, source_datasets(analysis.volume, headers),
-                             equipment, version, key)
-        written = [_save(seg, out_dir, SEG_FILE), _save(report, out_dir, SR_FILE)]
+                             equipment, version, key, attention)
+        written = [_save(seg, out_dir, SEG_FILE),
+                   *([] if attention is None else [_save(attention, out_dir, ATTENTION_FILE)]),
+                   _save(report, out_dir, SR_FILE)]
     if with_image:
         image = result_image(analysis, model, headers, equipment, version, key)
         written.append(_save(image, out_dir, SC_FILE))
     return written
+
+
+def _attention(analysis: "Analysis", headers: list[Dataset], equipment: Equipment,
+               model: ReportedModel, version: Version):
+    """The Grad-CAM as a fractional SEG; None without one, or where it is empty (a network
+    whose mutant logit no image feature raised)."""
+    if analysis.attention is None or not analysis.attention.values.any():
+        return None
+    return attention_segmentation(analysis.volume, analysis.attention, headers, equipment,
+                                  model.name, model.version, version.instance_number)
 
 
 def series_headers(paths: Sequence[Path]) -> list[Dataset]:

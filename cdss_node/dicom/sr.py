@@ -17,6 +17,11 @@ A series that could not be analysed gets a Basic Diagnostic Imaging Report (TID 
 a Summary and a Findings section with the coded reason and a sentence. It is text only: a TID
 1500 report with no group a viewer can draw stops OHIF 3.13 with an error.
 
+For a model with an image network, the Grad-CAM of that network (``cdss_node.model.attention``)
+is a fractional SEG of its own: the Summary references it (a COMPOSITE item "Model attention
+(Grad-CAM)") and says how much of the attention lies inside the tumor, which the volumetric
+group also has as a number.
+
 A "Summary" container (DCM 121111) comes right after TID 1500's context rows and before the
 Image Library: the impression in one sentence and the intended use. Viewers and ``dsr2html``
 render the tree in order, so these are the first lines a radiologist reads, not the end of a
@@ -65,6 +70,8 @@ PRIVATE_SCHEME = CodingSchemeIdentificationItem(
     responsible_organization=MANUFACTURER)
 LOSSY_NOTE = (" Computed on lossy-compressed CT images: radiomics and the prediction may differ "
               "from those of the original images.")
+ATTENTION = Code("ATTENTION", P, "Model attention (Grad-CAM)")
+ATTENTION_INSIDE = Code("ATTENTION-IN-TUMOR", P, "Model attention inside the tumor")
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
                   "weight_kg": Code("kg", "UCUM", "kg")}
 
@@ -96,8 +103,8 @@ class ReportedModel:
 
 def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentation,
                 headers: Sequence[Dataset], equipment: Equipment,
-                version: Version = Version(), key: KeySlice | None = None
-                ) -> hd.sr.Comprehensive3DSR:
+                version: Version = Version(), key: KeySlice | None = None,
+                attention: hd.seg.Segmentation | None = None) -> hd.sr.Comprehensive3DSR:
     """TID 1500 with two groups on the one tumor, sharing the SEG segment's tracking UID: the
     planar ROI on its key slice (TID 1410) and the volumetric ROI on the SEG (TID 1411). OHIF
     merges groups of one tracking UID into one measurement, which it can draw only when one of
@@ -111,7 +118,8 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
             segment_number=1, source_series=hd.sr.SourceSeriesForSegmentation(
                 analysis.volume.series_uid)),
         finding_type=NEOPLASM, finding_sites=[hd.sr.FindingSite(LUNG)],
-        algorithm_id=_algorithm(model), measurements=_measurements(analysis, model),
+        algorithm_id=_algorithm(model),
+        measurements=_measurements(analysis, model) + _attention_share(analysis, model),
         qualitative_evaluations=_evaluations(analysis, model))
     prediction = analysis.prediction
     impression = (f"AI prediction: {prediction.label}, probability {prediction.probability:.3f} "
@@ -121,8 +129,31 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
         impression += LOSSY_NOTE
     impression += _quality_note(analysis)
     groups = ([_key_slice_group(analysis, model, key, tracking)] if key else []) + [group]
-    return _document(groups, _summary(impression, model), [seg, *headers], headers, equipment,
-                     version, key)
+    summary = _summary(impression, model)
+    evidence = [seg, *headers]
+    if attention is not None:
+        summary.ContentSequence.extend(_attention_items(analysis, attention))
+        evidence.insert(1, attention)
+    return _document(groups, summary, evidence, headers, equipment, version, key)
+
+
+def _attention_items(analysis: Analysis, attention: hd.seg.Segmentation) -> list:
+    """The Summary's lines on the Grad-CAM: a sentence and the reference to its SEG."""
+    share = analysis.attention.inside_tumor_share
+    return [_text(ATTENTION, f"Where the image network looked: Grad-CAM, series "
+                  f"{attention.SeriesNumber}; {100 * share:.0f} % of it lies inside the tumor."),
+            hd.sr.CompositeContentItem(
+                name=ATTENTION, referenced_sop_class_uid=attention.SOPClassUID,
+                referenced_sop_instance_uid=attention.SOPInstanceUID,
+                relationship_type=CONTAINS)]
+
+
+def _attention_share(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Measurement]:
+    if analysis.attention is None:
+        return []
+    return [hd.sr.Measurement(name=ATTENTION_INSIDE,
+                              value=100.0 * analysis.attention.inside_tumor_share, unit=PERCENT,
+                              algorithm_id=_algorithm(model))]
 
 
 def egfr_probability_concept(label: str) -> Code:
@@ -170,7 +201,7 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
         _code(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
         *[_code(QUALITY_FLAG, Code(flag.code, P, flag.meaning))
           for flag in analysis.quality_flags],
-        _text(MODEL, f"{model.name} {model.version} (sha256 {model.sha256})")])
+        _text(MODEL, f"{model.name} {model.version} (manifest sha256 {model.sha256})")])
     root = hd.sr.ContainerContentItem(name=DIAGNOSTIC_IMAGING_REPORT, template_id="2000")
     root.ContentSequence = hd.sr.ContentSequence([
         *hd.sr.LanguageOfContentItemAndDescendants(ENGLISH),
@@ -209,7 +240,7 @@ def _text(name: Code, value: str) -> hd.sr.TextContentItem:
 
 def _algorithm(model: ReportedModel) -> hd.sr.AlgorithmIdentification:
     return hd.sr.AlgorithmIdentification(name=model.name[:64], version=model.version[:64],
-                                         parameters=[f"sha256={model.sha256}"],
+                                         parameters=[f"manifest-sha256={model.sha256}"],
                                          family=ARTIFICIAL_INTELLIGENCE)
 
 

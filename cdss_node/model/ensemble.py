@@ -44,18 +44,16 @@ class FoldEnsemble:
             network.eval()
         self.batching = batching
         self.fold_count = len(networks)
-        self._networks: tuple[nn.Module, ...] = ()
+        self.networks: tuple[nn.Module, ...] = tuple(networks)   # each fold's, e.g. Grad-CAM
         if batching == "vmap":
             self._params, self._buffers = stack_module_state(list(networks))
             self._skeleton = copy.deepcopy(networks[0]).to("meta")
-        else:
-            self._networks = tuple(networks)
 
     def fold_logits(self, image: torch.Tensor | None, radiomics: torch.Tensor,
                     clinical: torch.Tensor) -> torch.Tensor:
         """Logits of shape (folds, cases) for the same batch of cases."""
         if self.batching == "loop":
-            return torch.stack([net(image, radiomics, clinical) for net in self._networks])
+            return torch.stack([net(image, radiomics, clinical) for net in self.networks])
         return torch.vmap(self._one_fold, in_dims=(0, 0, None, None, None))(
             self._params, self._buffers, image, radiomics, clinical)
 

@@ -1,6 +1,7 @@
 """One CT series from files to an EGFR prediction: the paper's pipeline, stage by stage.
 
-``load_volume → cnn_input → segment → radiomics / clinical / tumor crop → predict_egfr``.
+``load_volume → cnn_input → segment → radiomics / clinical / tumor crop → predict_egfr``, and
+for a model with an image network ``explain_egfr`` (Grad-CAM: where that network looked).
 Each stage is timed. A series the node cannot analyse (a defect of the series, or no tumor
 found) ends as ``not_evaluable`` with its coded reason; anything else that goes wrong raises.
 """
@@ -15,7 +16,8 @@ from typing import Iterator, Sequence
 
 from cdss_node.model.bundle import ModelBundle
 from cdss_node.model.network import uses_image
-from cdss_node.model.predict import predict_egfr
+from cdss_node.model.attention import AttentionMap
+from cdss_node.model.predict import explain_egfr, predict_egfr
 from cdss_node.pipeline.clinical import SuppliedFacts, clinical_vector
 from cdss_node.pipeline.crop import tumor_crop
 from cdss_node.pipeline.load import load_volume
@@ -51,6 +53,7 @@ class Analysis:
     clinical: ClinicalVector | None = None
     crop: TumorCrop | None = None
     prediction: EgfrPrediction | None = None
+    attention: AttentionMap | None = None         # image networks only
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -85,11 +88,13 @@ class StageClock:
 
 
 def analyze_series(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
-                   supplied: SuppliedFacts = SuppliedFacts()) -> Analysis:
-    """Run the pipeline on the files of one series."""
+                   supplied: SuppliedFacts = SuppliedFacts(), attention: bool = True
+                   ) -> Analysis:
+    """Run the pipeline on the files of one series; ``attention``: the Grad-CAM too, where the
+    model has an image network."""
     clock, found = StageClock(), {}
     try:
-        _run(paths, segmenter, bundle, supplied, clock, found)
+        _run(paths, segmenter, bundle, supplied, clock, found, attention)
     except NotEvaluable as rejected:
         return Analysis(status=NOT_EVALUABLE, reason=rejected.reason, detail=rejected.detail,
                         stage_seconds=clock.seconds, **found)
@@ -97,7 +102,8 @@ def analyze_series(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBun
 
 
 def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
-         supplied: SuppliedFacts, clock: StageClock, found: dict) -> None:
+         supplied: SuppliedFacts, clock: StageClock, found: dict, attention: bool = True
+         ) -> None:
     """The stages; each record is put into ``found`` as soon as it exists."""
     with clock.stage("load"):
         volume = found["volume"] = load_volume(paths)
@@ -123,3 +129,7 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
     with clock.stage("predict"):
         crop = found["crop"] if uses_image(bundle.description.architecture) else None
         found["prediction"] = predict_egfr(bundle, crop, found["radiomics"], found["clinical"])
+    if crop is not None and attention:
+        with clock.stage("attention"):
+            found["attention"] = explain_egfr(bundle, crop, found["radiomics"], found["clinical"],
+                                              tumor)

@@ -27,9 +27,9 @@ JDK_XPATH = ["-Djdk.xml.xpathExprOpLimit=0", "-Djdk.xml.xpathExprGrpLimit=0",
              "-Djdk.xml.xpathTotalOpLimit=0"]
 
 
-def analyze(folder: Path, out: Path, env: dict | None = None) -> dict:
+def analyze(folder: Path, out: Path, env: dict | None = None, args: list[str] = ()) -> dict:
     run = subprocess.run([sys.executable, "-m", "cdss_node", "analyze", str(folder), "--out",
-                          str(out)], capture_output=True, text=True, timeout=600,
+                          str(out), *args], capture_output=True, text=True, timeout=600,
                          env={**os.environ, **(env or {})})
     assert run.returncode == 0, run.stderr
     return json.loads((out / "result.json").read_text())
