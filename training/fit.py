@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 from cdss_node.model.manifest import RadiomicsScaling
 from cdss_node.model.network import (
-    DEFAULT_DROPOUT, DEFAULT_HIDDEN, RADIOMICS_CLINICAL, build_network, uses_image)
+    DEFAULT_DROPOUT, DEFAULT_HIDDEN, IMAGE_INPUT_SHAPE, RADIOMICS_CLINICAL, build_network,
+    network_image, uses_image)
 from cdss_node.model.predict import scale_radiomics
 from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vector, encode
 from cdss_node.pipeline.records import RadiomicsFeatures
@@ -59,6 +60,8 @@ class FitSettings:
     seed: int = 0
     device: str = "auto"
     init_weights: str = ""               # see training.init_weights
+    init_tabular: str = ""               # a radiomics-clinical fit folder (load_tabular_weights)
+    freeze_tabular: bool = False         # the tabular branch keeps its initial weights
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class ScaledInputs:
     labels: np.ndarray                   # float32, 1 = mutant
     radiomics: np.ndarray                # float32 (n, 107)
     clinical: np.ndarray                 # float32 (n, 10)
-    crops: np.ndarray | None             # float32 (n, 1, 64, 112, 112) for the CNNs
+    crops: np.ndarray | None             # float32 (n, 1, 64, 112, 112) for the CNNs (or
+                                         # the window of it the CNN reads: network_image)
 
     def subset(self, chosen: np.ndarray) -> "ScaledInputs":
         return ScaledInputs(tuple(np.asarray(self.case_ids)[chosen]),
@@ -97,7 +101,9 @@ def training_scalings(cases: list[PreparedCase]) -> tuple[RadiomicsScaling, Clin
 
 
 def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
-                  clinical: ClinicalScaling, with_crops: bool) -> ScaledInputs:
+                  clinical: ClinicalScaling, architecture: str) -> ScaledInputs:
+    """The cases' inputs to ``architecture``: the crops (the part of them the CNN reads) only
+    for an architecture with an image branch."""
     return ScaledInputs(
         case_ids=tuple(c.case_id for c in cases), sites=tuple(c.site for c in cases),
         labels=np.array([c.egfr_mutant for c in cases], dtype=np.float32),
@@ -105,7 +111,15 @@ def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
                                             radiomics) for c in cases]),
         clinical=np.stack([clinical_vector(c.header, clinical, c.supplied).values
                            for c in cases]),
-        crops=np.stack([c.crop for c in cases]) if with_crops else None)
+        crops=np.stack([_network_crop(architecture, c.crop) for c in cases])
+        if uses_image(architecture) else None)
+
+
+def _network_crop(architecture: str, crop: np.ndarray) -> np.ndarray:
+    """The part of the crop the network reads; a crop loaded for it already is that part."""
+    window = IMAGE_INPUT_SHAPE.get(architecture)
+    return crop if window is not None and crop.shape[1:] == window else network_image(
+        architecture, crop)
 
 
 def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,
@@ -123,8 +137,8 @@ def _fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: Fi
          progress: Callable[[str], None], manifest: Path | None, process: Process) -> dict:
     training = [c for c in prepared if c.site == roles.cross_validation]
     radiomics_scaling, clinical_scaling = training_scalings(training)
-    image = uses_image(settings.architecture)
-    sets = {role: scaled_inputs(cases, radiomics_scaling, clinical_scaling, image)
+    sets = {role: scaled_inputs(cases, radiomics_scaling, clinical_scaling,
+                                settings.architecture)
             for role, cases in _by_role(prepared, roles).items() if cases}
     fold = fold_of_case(sets["cross-validation"].labels, settings.folds, settings.seed)
     networks = []
@@ -160,7 +174,7 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
     tells when a finished fold is reused or a stopped one resumed."""
     device = choose_device(device_of(process, settings.device))
     torch.manual_seed(settings.seed * 1000 + k)        # the fold's initial weights
-    network = new_network(settings, data).to(device)
+    network = new_network(settings, data, k).to(device)
     barrier(process)                                   # final.pt is rank 0's to write
     if (folder / "final.pt").is_file():
         network.load_state_dict(torch.load(folder / "final.pt", weights_only=True,
@@ -169,7 +183,8 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
             say(f"fold {k}: reused, already trained ({folder / 'final.pt'}; delete the "
                 "folder to train it again)")
         return network.eval()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=settings.learning_rate,
+    optimiser = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad],
+                                  lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=settings.epochs)
     first = _resume(folder / "last.pt", network, optimiser, schedule)
@@ -212,13 +227,21 @@ def _epoch_record(epoch: int, loss: float, seconds: float, cases: int, device: t
     return record
 
 
-def new_network(settings: FitSettings, data: ScaledInputs) -> torch.nn.Module:
+def new_network(settings: FitSettings, data: ScaledInputs, k: int = 1) -> torch.nn.Module:
+    """Fold ``k``'s network, freshly initialised, or from the weights the settings name."""
     network = build_network(settings.architecture, data.radiomics.shape[1],
                             data.clinical.shape[1], settings.hidden, settings.dropout)
     if settings.init_weights:
         from training.init_weights import load_cnn_weights
 
         load_cnn_weights(network, Path(settings.init_weights))
+    if settings.init_tabular:
+        from training.init_weights import load_tabular_weights
+
+        load_tabular_weights(network, Path(settings.init_tabular) / f"fold_{k}" / "final.pt")
+    if settings.freeze_tabular:
+        for parameter in network.tabular.parameters():
+            parameter.requires_grad_(False)
     return network
 
 
@@ -244,6 +267,8 @@ def _train_epoch(network, optimiser, data: ScaledInputs, settings: FitSettings,
     batches = shard([b for b in batches if len(b) > 1], process)  # batch norm needs two cases
     augment = _augmentation(rng) if settings.augment and data.crops is not None else None
     network.train()
+    if settings.freeze_tabular:          # frozen: its batch norm statistics too, dropout off
+        _module(network).tabular.eval()
     losses = []
     shown = process.main and data.crops is not None   # a CNN's epoch takes minutes on a CPU
     for batch in tqdm(batches, desc=f"fold {fold_epoch[0]} epoch {fold_epoch[1] + 1}",
@@ -261,6 +286,11 @@ def _train_epoch(network, optimiser, data: ScaledInputs, settings: FitSettings,
         optimiser.step()
         losses.append(loss.item())
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _module(network: torch.nn.Module) -> torch.nn.Module:
+    """The network itself, also when wrapped for several processes (DDP)."""
+    return getattr(network, "module", network)
 
 
 def _augmentation(rng: np.random.Generator):

@@ -52,3 +52,30 @@ def fit_tensor(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor | Non
             depth = target.shape[2]
             return (kernel.unsqueeze(2).repeat(1, 1, depth, 1, 1) / depth).to(target.dtype)
     return None
+
+
+def load_tabular_weights(network: torch.nn.Module, path: Path) -> None:
+    """``--init-tabular``: start a multimodal network as the radiomics + clinical fold model in
+    ``path`` (its ``final.pt``): the tabular branch and the head are that model's, and the
+    head's weights on the 512 image features are 0, so the network's first answer is that
+    model's and training adds what the image is worth."""
+    if getattr(network, "cnn", None) is None:
+        raise ValueError("--init-tabular: only a network with a CNN starts from a radiomics + "
+                         "clinical model")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    tabular = {key.removeprefix("tabular."): value for key, value in state.items()
+               if key.startswith("tabular.")}
+    head = network.head
+    expected = (head[0].out_features, head[0].in_features - network.tabular[0].out_features)
+    found = tuple(state.get("head.0.weight", torch.empty(0, 0)).shape)
+    if found != expected or not tabular:
+        raise ValueError(f"{path}: not a radiomics-clinical fold model of this size (head "
+                         f"{found}, expected {expected}; give its fit folder)")
+    network.tabular.load_state_dict(tabular)
+    image_features = head[0].in_features - expected[1]
+    with torch.no_grad():
+        head[0].weight.zero_()
+        head[0].weight[:, image_features:] = state["head.0.weight"]
+        head[0].bias.copy_(state["head.0.bias"])
+        head[2].weight.copy_(state["head.2.weight"])
+        head[2].bias.copy_(state["head.2.bias"])

@@ -18,7 +18,7 @@ from training import fit as fit_module
 from training.cohort import SiteRoles
 from training.metrics import auc
 from training.fit import FitSettings, fit, scaled_inputs, train_fold, training_scalings
-from training.init_weights import fit_tensor, load_cnn_weights
+from training.init_weights import fit_tensor, load_cnn_weights, load_tabular_weights
 from training.prepare import PreparedCase
 
 NAMES = tuple(f"original_firstorder_F{k}" for k in range(6))
@@ -64,7 +64,7 @@ def test_a_resumed_fold_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
     said: list[str] = []
     prepared = cases(20, "A", 4)
     radiomics, clinical = training_scalings(prepared)
-    data = scaled_inputs(prepared, radiomics, clinical, with_crops=False)
+    data = scaled_inputs(prepared, radiomics, clinical, "radiomics-clinical")
     whole = train_fold(1, data, SETTINGS, tmp_path / "whole")
     real_epoch = fit_module._train_epoch
 
@@ -108,6 +108,45 @@ def test_a_3d_state_dict_is_copied_and_a_2d_one_is_inflated(tmp_path):
         load_cnn_weights(other, tmp_path / "bad.pt")
 
 
+def test_a_multimodal_network_started_from_a_tabular_fold_answers_as_it(tmp_path):
+    torch.manual_seed(0)
+    tabular = build_network("radiomics-clinical", 6, 10).eval()
+    torch.save(tabular.state_dict(), tmp_path / "final.pt")
+    multimodal = build_network("resnet10-small", 6, 10)
+    load_tabular_weights(multimodal, tmp_path / "final.pt")
+    multimodal.eval()
+    radiomics, clinical = torch.rand(3, 6), torch.rand(3, 10)
+    with torch.inference_mode():
+        expected = tabular(None, radiomics, clinical)
+        for image in (torch.zeros(3, 1, 24, 32, 32), torch.rand(3, 1, 24, 32, 32)):
+            assert torch.allclose(multimodal(image, radiomics, clinical), expected, atol=1e-6)
+    # a gradient reaches the head's image weights, so training can add the image
+    loss = multimodal.train()(torch.rand(3, 1, 24, 32, 32), radiomics, clinical).sum()
+    loss.backward()
+    assert multimodal.head[0].weight.grad[:, :512].abs().sum() > 0
+    with pytest.raises(ValueError, match="not a radiomics-clinical fold model of this size"):
+        load_tabular_weights(build_network("resnet10-small", 6, 10, hidden=8),
+                             tmp_path / "final.pt")
+    with pytest.raises(ValueError, match="only a network with a CNN"):
+        load_tabular_weights(build_network("clinical", 6, 10), tmp_path / "final.pt")
+
+
+def test_a_frozen_tabular_branch_keeps_its_weights_and_statistics(tmp_path):
+    prepared = cases(24, "A", 2)
+    radiomics, clinical = training_scalings(prepared)
+    data = scaled_inputs(prepared, radiomics, clinical, "resnet10-small")
+    settings = replace(SETTINGS, architecture="resnet10-small", epochs=1, augment=False)
+    train_fold(1, data, replace(settings, architecture="radiomics-clinical"), tmp_path / "rc" /
+               "fold_1")
+    frozen = replace(settings, init_tabular=str(tmp_path / "rc"), freeze_tabular=True)
+    start = fit_module.new_network(frozen, data, 1).tabular.state_dict()
+    trained = train_fold(1, data, frozen, tmp_path / "mm" / "fold_1")
+    for key, value in trained.tabular.state_dict().items():
+        assert torch.equal(value, start[key]), key
+    assert not torch.equal(trained.head[0].weight[:, :512], torch.zeros_like(
+        trained.head[0].weight[:, :512]))
+
+
 def _distributed_worker(rank: int, world_size: int, port: int, out) -> None:
     """One of ``world_size`` processes, as torchrun would start it (gloo on CPU)."""
     import os
@@ -119,7 +158,7 @@ def _distributed_worker(rank: int, world_size: int, port: int, out) -> None:
     torch.set_num_threads(1)
     prepared = cases(30, "A", 1) + cases(30, "C", 3)
     radiomics, clinical = training_scalings(prepared[:30])
-    data = scaled_inputs(prepared[:30], radiomics, clinical, with_crops=False)
+    data = scaled_inputs(prepared[:30], radiomics, clinical, "radiomics-clinical")
     network = train_fold(1, data, SETTINGS, out / "alone", join())
     torch.save(network.state_dict(), out / f"weights_of_rank_{rank}.pt")
     summary = fit(prepared, SiteRoles("A", external="C"), out / "fit",
