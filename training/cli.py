@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     cohort.add_argument("--ground-glass-halo", action="store_true",
                         help="plant an image signal only the CNN can see: a ground-glass rim "
                         "around the tumor, outside its mask, more often when mutant")
+    cohort.add_argument("--halo-probability", type=float, nargs=2, metavar=("MUTANT", "WILD"),
+                        help="P(halo | mutant) and P(halo | wild type) (default 0.60 0.15); "
+                        "implies --ground-glass-halo")
+    cohort.add_argument("--halo-width-mm", type=float, nargs=2, metavar=("MIN", "MAX"),
+                        help="rim width, drawn uniformly (default 4 10); implies "
+                        "--ground-glass-halo")
     cohort.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="parallel processes (default: the CPU cores)")
     cohort.set_defaults(func=cmd_synth_cohort)
@@ -127,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda:0")
     fit.add_argument("--init-weights", default="",
                      help="CNN weights: a 3D state dict, or 2D ImageNet weights (inflated)")
+    fit.add_argument("--init-tabular", default="",
+                     help="a radiomics-clinical fit folder of the same cohort, folds and seed: "
+                     "each fold starts as its fold model there (the image weighted 0)")
+    fit.add_argument("--freeze-tabular", action="store_true",
+                     help="keep the tabular branch as it starts (with --init-tabular)")
     fit.set_defaults(func=cmd_fit)
     evaluation = sub.add_parser(
         "evaluate", help="the paper's tables, ROC curves and more from fit folders",
@@ -150,6 +161,19 @@ def _parser() -> argparse.ArgumentParser:
     exporting.add_argument("--intended-use", help="needed for a model of real data")
     exporting.add_argument("--data-description", help="needed for a model of real data")
     exporting.set_defaults(func=cmd_export)
+    attention = sub.add_parser(
+        "attention", help="where a multimodal bundle's image network looks (Grad-CAM), on a "
+        "synthetic cohort with the planted halo",
+        description="Run the node's analysis with BUNDLE on the cases of --site that have the "
+        "planted ground-glass halo (synth-cohort --ground-glass-halo) and measure which part "
+        "of the Grad-CAM lies in the halo, the tumor and both, against the part of the "
+        "network's field of view each covers. Writes OUT/attention.csv and attention.json.")
+    attention.add_argument("bundle", type=Path, help="bundle folder (cdss-train export)")
+    attention.add_argument("cohort", type=Path, help="synth-cohort folder")
+    attention.add_argument("--site", default="C", help="site whose halo cases are measured")
+    attention.add_argument("--cases", type=int, default=60, help="halo cases at most")
+    attention.add_argument("--out", type=Path, required=True)
+    attention.set_defaults(func=cmd_attention)
     for command in sub.choices.values():      # --help shows every default
         command.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     return parser
@@ -168,8 +192,13 @@ def cmd_synth_cohort(args: argparse.Namespace) -> int:
         print("cdss-train synth-cohort: need --cv-cases >= 10 and no negative count",
               file=sys.stderr)
         return 2
+    try:
+        halo = _halo(args)
+    except ValueError as error:
+        print(f"cdss-train synth-cohort: {error}", file=sys.stderr)
+        return 2
     with tqdm(total=sum(counts.values()), desc="synth-cohort", unit="case") as bar:
-        manifest = write_cohort(args.out, counts, args.seed, args.ground_glass_halo,
+        manifest = write_cohort(args.out, counts, args.seed, halo,
                                 lambda done, total: bar.update(done - bar.n), args.workers)
     facts = json.loads((args.out / "generator.json").read_text())
     print(f"{manifest}: {sum(counts.values())} SYNTHETIC cases")
@@ -179,6 +208,16 @@ def cmd_synth_cohort(args: argparse.Namespace) -> int:
               + (f", everything (with the halo) {facts['bayes_auc_all'][site]:.3f}"
                  if "bayes_auc_all" in facts else ""))
     return 0
+
+
+def _halo(args: argparse.Namespace):
+    """The planted halo the options ask for, or None."""
+    from training.synth_cohort import GROUND_GLASS_HALO, Halo
+
+    if args.halo_probability is None and args.halo_width_mm is None:
+        return GROUND_GLASS_HALO if args.ground_glass_halo else None
+    return Halo(probability=tuple(args.halo_probability or GROUND_GLASS_HALO.probability),
+                width_mm=tuple(args.halo_width_mm or GROUND_GLASS_HALO.width_mm))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -215,7 +254,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     try:
         cases = read_manifest(args.manifest)
         check_roles(cases, roles)
-        prepared = load_store(args.store, [c.case_id for c in cases])
+        prepared = load_store(args.store, [c.case_id for c in cases], args.architecture)
     except (ManifestError, OSError) as error:
         print(f"cdss-train fit: {error} (run cdss-train prepare first?)", file=sys.stderr)
         return 2
@@ -223,8 +262,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
         architecture=args.architecture, folds=args.folds, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay,
         augment=not args.no_augment, seed=args.seed, device=args.device,
-        init_weights=args.init_weights)
-    summary = fit(prepared, roles, args.out, settings, manifest=args.manifest)
+        init_weights=args.init_weights, init_tabular=args.init_tabular,
+        freeze_tabular=args.freeze_tabular)
+    try:
+        summary = fit(prepared, roles, args.out, settings, manifest=args.manifest)
+    except (ValueError, FileNotFoundError) as error:   # e.g. weights that do not fit
+        print(f"cdss-train fit: {error}", file=sys.stderr)
+        return 2
     if not summary:    # a torchrun process other than the first: the first reports
         return 0
     print(f"{args.out}: {args.folds} folds of {args.architecture}; cases {summary['cases']}; "
@@ -253,6 +297,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{name}: {row['model']}: AUC {row['auc']:.3f} ({row['auc_95ci']}), "
                   f"accuracy {row['accuracy']:.3f}, F1 {row['f1']:.3f}")
     print(f"tables and figures in {args.out} (report.md)")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from training.attention_share import REGIONS, measure
+
+    try:
+        with tqdm(desc="attention", unit="case") as bar:
+            summary = measure(args.bundle, args.cohort, args.site, args.cases, args.out,
+                              lambda row: bar.update(1))
+    except (ValueError, OSError) as error:     # a bundle or cohort that does not fit
+        print(f"cdss-train attention: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.out / 'attention.json'}: {summary['measured']} halo cases of site "
+          f"{args.site} (SYNTHETIC)")
+    for name in REGIONS:
+        if name in summary:
+            part = summary[name]
+            print(f"  {name}: median share {part['median_share']:.3f} of the Grad-CAM, "
+                  f"{part['median_field_of_view_fraction']:.4f} of the field of view "
+                  f"(lift {part['median_lift']:.1f}); over half in "
+                  f"{part['cases_with_share_over_half']} cases")
     return 0
 
 

@@ -35,7 +35,9 @@ tumor (``GROUND_GLASS_HALO``: more often in mutant tumors, as a ground-glass com
 the literature), drawn outside the tumor mask. Radiomics, computed inside the mask, cannot see
 it; the CNN's crop, which holds the tumor's surroundings, can. ``bayes_auc_all`` adds it to the
 Monte Carlo. The halo is drawn from its own random stream, so a cohort with it has the same
-patients, labels and tumors as one without.
+patients, labels and tumors as one without. ``Halo`` sets its strength (``--halo-probability``,
+``--halo-width-mm``): the CPU profile of the multimodal experiment plants a stronger one, which
+a small CNN trained from scratch on 240 cases can learn.
 
 ``truth.csv`` beside the manifest holds each case's drawn tumor diameter, density and halo and
 the Bayes log likelihood ratios, so that ``cdss-train evaluate`` can show the Bayes classifier's
@@ -47,7 +49,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
@@ -73,8 +75,36 @@ PHENOTYPE = {  # (mean, sd) for mutant, wild type; clipped to the phantom's limi
     "diameter_mm": ((27.0, 7.0), (30.0, 8.0), (10.0, 60.0)),
     "tumor_hu": ((-25.0, 70.0), (0.0, 50.0), (-500.0, 80.0)),
 }
-GROUND_GLASS_HALO = {  # P(halo | mutant), P(halo | wild type); rim width mm, uniform
-    "probability": (0.60, 0.15), "width_mm": (4.0, 10.0)}
+
+
+@dataclass(frozen=True)
+class Halo:
+    """The planted ground-glass halo: P(halo | mutant), P(halo | wild type); rim width in mm,
+    drawn uniformly between the two values."""
+
+    probability: tuple[float, float] = (0.60, 0.15)
+    width_mm: tuple[float, float] = (4.0, 10.0)
+
+    def __post_init__(self) -> None:
+        if not all(0.0 < p < 1.0 for p in self.probability):
+            raise ValueError(f"halo probability: expected two values in (0, 1), found "
+                             f"{self.probability}")
+        low, high = self.width_mm
+        if not 0.0 < low <= high <= 20.0:
+            raise ValueError(f"halo width: expected 0 < min <= max <= 20 mm, found "
+                             f"{self.width_mm}")
+
+
+GROUND_GLASS_HALO = Halo()   # --ground-glass-halo; --halo-probability, --halo-width-mm change it
+
+
+def _halo_of(halo: "bool | Halo | None") -> Halo | None:
+    """``True`` is the default halo, ``False`` or None none."""
+    if isinstance(halo, Halo):
+        return halo
+    return GROUND_GLASS_HALO if halo else None
+
+
 MONTE_CARLO_CASES = 200_000
 TRUTH_COLUMNS = ("case_id", "site", "egfr_mutant", "tumor_diameter_mm", "tumor_hu", "halo_mm",
                  "bayes_log_ratio_clinical", "bayes_log_ratio_clinical_phenotype",
@@ -102,7 +132,7 @@ class SynthCase:
                 "image": image, "mask": mask}
 
 
-def draw_case(site: str, index: int, seed: int, halo: bool = False) -> SynthCase:
+def draw_case(site: str, index: int, seed: int, halo: "bool | Halo" = False) -> SynthCase:
     """Case ``index`` of ``site``: the same arguments give the same case; ``halo`` plants the
     ground-glass halo (from a stream of its own, so nothing else changes)."""
     stream = np.random.SeedSequence([seed, SITES.index(site), index])
@@ -112,15 +142,16 @@ def draw_case(site: str, index: int, seed: int, halo: bool = False) -> SynthCase
     case_id = f"SYN-{site}-{index:04d}"
     facts = table1.draw(rng, site, group)
     spec = _phantom_spec(rng, site, group)
-    if halo:
-        spec = replace(spec, halo_mm=_halo_mm(np.random.default_rng(stream.spawn(1)[0]), group))
+    if (planted := _halo_of(halo)) is not None:
+        spec = replace(spec, halo_mm=_halo_mm(np.random.default_rng(stream.spawn(1)[0]), group,
+                                              planted))
     return SynthCase(case_id, site, mutant, _patient(facts, case_id), facts.family_history,
                      facts.stage, spec)
 
 
-def _halo_mm(rng: np.random.Generator, group: int) -> float:
-    present = rng.random() < GROUND_GLASS_HALO["probability"][group]
-    width = float(rng.uniform(*GROUND_GLASS_HALO["width_mm"]))
+def _halo_mm(rng: np.random.Generator, group: int, halo: Halo) -> float:
+    present = rng.random() < halo.probability[group]
+    width = float(rng.uniform(*halo.width_mm))
     return round(width, 2) if present else 0.0
 
 
@@ -153,7 +184,7 @@ def _phenotype(rng: np.random.Generator, name: str, group: int) -> float:
     return float(np.clip(rng.normal(mean, sd), low, high))
 
 
-def write_cohort(out: Path, counts: dict[str, int], seed: int, halo: bool = False,
+def write_cohort(out: Path, counts: dict[str, int], seed: int, halo: "bool | Halo" = False,
                  progress: Callable[[int, int], None] = lambda done, total: None,
                  workers: int = 1) -> Path:
     """Every case's CT (DICOM) and tumor mask (NIfTI) under ``out/cases``, ``manifest.csv``,
@@ -172,7 +203,7 @@ def write_cohort(out: Path, counts: dict[str, int], seed: int, halo: bool = Fals
     return out / "manifest.csv"
 
 
-def _write_truth(path: Path, cases: list[SynthCase], halo: bool) -> None:
+def _write_truth(path: Path, cases: list[SynthCase], halo: "bool | Halo") -> None:
     with path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=TRUTH_COLUMNS)
         writer.writeheader()
@@ -197,25 +228,26 @@ def _write_case(folder: Path, case: SynthCase) -> dict[str, str]:
     return case.manifest_row(f"cases/{case.case_id}/ct", f"cases/{case.case_id}/mask.nii.gz")
 
 
-def generator_facts(counts: dict[str, int], seed: int, halo: bool = False) -> dict:
+def generator_facts(counts: dict[str, int], seed: int, halo: "bool | Halo" = False) -> dict:
     """What the cohort was drawn from; the Bayes AUCs per site (``bayes_auc_<inputs>``: {site:
     AUC}) beside the paper's radiomics + clinical AUCs."""
     per_site = lambda auc_of: {site: round(auc_of(site), 4) for site in SITES}  # noqa: E731
+    halo = _halo_of(halo)
     return {"synthetic": True, "seed": seed, "cases": counts, "roles": ROLES,
             "prevalence": PREVALENCE, "scanner_pixel_slice_noise": SCANNER,
             "clinical_table1": {"columns_by_site": table1.COLUMN,
                                 "table1": {f"{c} {'mutant' if g == 0 else 'wild type'}": v
                                            for (c, g), v in table1.TABLE1.items()},
                                 "assumptions": table1.assumptions()},
-            "phenotype": PHENOTYPE, "ground_glass_halo": GROUND_GLASS_HALO if halo else None,
+            "phenotype": PHENOTYPE, "ground_glass_halo": asdict(halo) if halo else None,
             "paper_table2_auc_radiomics_clinical": table1.PAPER_TABLE2_AUC,
             "bayes_auc_clinical": per_site(bayes_auc_clinical),
             "bayes_auc_clinical_phenotype": per_site(bayes_auc_clinical_phenotype),
-            **({"bayes_auc_all": per_site(lambda s: bayes_auc_clinical_phenotype(s, halo=True))}
+            **({"bayes_auc_all": per_site(lambda s: bayes_auc_clinical_phenotype(s, halo=halo))}
                if halo else {})}
 
 
-def case_log_ratios(case: SynthCase, halo: bool) -> dict[str, float]:
+def case_log_ratios(case: SynthCase, halo: "bool | Halo") -> dict[str, float]:
     """The Bayes score, log P(facts | mutant) / P(facts | wild type), of one drawn case for
     the clinical facts, with the tumor phenotype, and (with a planted halo) with everything."""
     clinical = table1.log_ratio(clinical_facts(case), case.site)
@@ -224,13 +256,14 @@ def case_log_ratios(case: SynthCase, halo: bool) -> dict[str, float]:
                     for name, value in (("diameter_mm", case.spec.tumor_diameter_mm),
                                         ("tumor_hu", case.spec.tumor_hu)))
     ratios = {"clinical": clinical, "clinical_phenotype": clinical + phenotype}
-    if halo:
-        ratios["all"] = clinical + phenotype + float(_halo_log_ratio(case.spec.halo_mm > 0))
+    if (planted := _halo_of(halo)) is not None:
+        ratios["all"] = clinical + phenotype + float(_halo_log_ratio(case.spec.halo_mm > 0,
+                                                                     planted))
     return ratios
 
 
-def _halo_log_ratio(present):
-    p_mutant, p_wild = GROUND_GLASS_HALO["probability"]
+def _halo_log_ratio(present, halo: Halo):
+    p_mutant, p_wild = halo.probability
     return np.where(present, np.log(p_mutant / p_wild), np.log((1 - p_mutant) / (1 - p_wild)))
 
 
@@ -240,7 +273,7 @@ def bayes_auc_clinical(site: str) -> float:
 
 
 def bayes_auc_clinical_phenotype(site: str, n: int = MONTE_CARLO_CASES, seed: int = 0,
-                                 halo: bool = False) -> float:
+                                 halo: "bool | Halo" = False) -> float:
     """AUC of the likelihood ratio of the site's clinical facts, tumor diameter and density
     (Monte Carlo), with the clipping at the phantom's limits in the densities
     (``_log_density``); ``halo`` adds the ground-glass halo."""
@@ -249,15 +282,15 @@ def bayes_auc_clinical_phenotype(site: str, n: int = MONTE_CARLO_CASES, seed: in
     return float(stats.mannwhitneyu(scores[0], scores[1]).statistic / n ** 2)
 
 
-def _log_ratios(rng: np.random.Generator, site: str, group: int, n: int, halo: bool = False
-                ) -> np.ndarray:
+def _log_ratios(rng: np.random.Generator, site: str, group: int, n: int,
+                halo: "bool | Halo" = False) -> np.ndarray:
     log_ratio = table1.sample_log_ratios(rng, site, group, n)
     for name in PHENOTYPE:
         low, high = PHENOTYPE[name][2]
         value = np.clip(rng.normal(*PHENOTYPE[name][group], size=n), low, high)
         log_ratio += _log_density(value, name, 0) - _log_density(value, name, 1)
-    if halo:
-        log_ratio += _halo_log_ratio(rng.random(n) < GROUND_GLASS_HALO["probability"][group])
+    if (planted := _halo_of(halo)) is not None:
+        log_ratio += _halo_log_ratio(rng.random(n) < planted.probability[group], planted)
     return log_ratio
 
 

@@ -180,6 +180,18 @@ def make_chest_phantom(spec: PhantomSpec = PhantomSpec()) -> ChestPhantom:
     return ChestPhantom(spec, hu, tumor, lung, spacing, centre, volume)
 
 
+def ground_glass_halo_mask(spec: PhantomSpec) -> np.ndarray:
+    """Where ``make_chest_phantom`` paints the ground-glass halo: the tumor grown by
+    ``spec.halo_mm``, in the lung, outside the tumor (empty without a halo)."""
+    z, y, x = grid_axes_mm(spec)
+    if spec.halo_mm <= 0:
+        return np.zeros(spec.shape, dtype=bool)
+    centre = _tumor_centre_voxel(spec, z, y, x)
+    lung = _lungs(z, y, x)
+    tumor = _tumor(spec, centre, z, y, x) & lung
+    return _tumor(spec, centre, z, y, x, grow_mm=spec.halo_mm) & lung & ~tumor
+
+
 def _ellipse(y: np.ndarray, x: np.ndarray, e: tuple[float, float, float, float]) -> np.ndarray:
     """Normalised squared radius of the in-plane ellipse ``e``: <= 1 inside, 2D (rows, cols)."""
     cx, cy, ax, ay = e

@@ -18,8 +18,9 @@ from cdss_node.synthetic.phantom import make_chest_phantom
 from training.cohort import ManifestError, SiteRoles, check_roles, read_manifest
 from training import table1
 from training.synth_cohort import (
-    GROUND_GLASS_HALO, PREVALENCE, bayes_auc_clinical, bayes_auc_clinical_phenotype,
+    GROUND_GLASS_HALO, PREVALENCE, Halo, bayes_auc_clinical, bayes_auc_clinical_phenotype,
     case_log_ratios, draw_case, write_cohort)
+from training.cli import main as cli_main
 from training.metrics import auc
 
 HEADER = "case_id,site,egfr,sex,age,height_m,weight_kg,smoking,family_history,stage,image,mask"
@@ -160,7 +161,7 @@ def test_the_planted_halo_changes_nothing_but_the_halo():
     mutant = np.array([c.egfr_mutant for c in haloed])
     present = np.array([c.spec.halo_mm > 0 for c in haloed])
     for group, members in enumerate((mutant, ~mutant)):
-        assert abs(present[members].mean() - GROUND_GLASS_HALO["probability"][group]) < 0.04
+        assert abs(present[members].mean() - GROUND_GLASS_HALO.probability[group]) < 0.04
     score = np.array([case_log_ratios(c, halo=True)["all"] for c in haloed])
     all_auc = bayes_auc_clinical_phenotype("B", n=50_000, halo=True)
     assert abs(auc(mutant.astype(float), score) - all_auc) < 0.025
@@ -188,7 +189,7 @@ def test_a_written_cohort_reads_back_with_masks_on_the_tumor(tmp_path):
     facts = json.loads((tmp_path / "cohort" / "generator.json").read_text())
     assert facts["synthetic"] and facts["bayes_auc_clinical"]["C"] == round(
         bayes_auc_clinical("C"), 4)
-    assert facts["ground_glass_halo"] == json.loads(json.dumps(GROUND_GLASS_HALO))
+    assert facts["ground_glass_halo"] == {"probability": [0.6, 0.15], "width_mm": [4.0, 10.0]}
     assert min(facts["bayes_auc_all"].values()) > 0.8
     with (tmp_path / "cohort" / "truth.csv").open() as stream:
         truth = {row["case_id"]: row for row in csv.DictReader(stream)}
@@ -215,3 +216,21 @@ def test_evaluate_takes_the_population_auc_of_the_roles_site():
     assert _population_auc(generator, "clinical", "internal") == 0.76
     assert _population_auc({"bayes_auc_clinical": 0.69}, "clinical", "external") == 0.69
     assert _population_auc(generator, "all", "external") is None
+
+
+def test_a_stronger_halo_is_drawn_as_asked_and_the_bad_one_is_refused(tmp_path):
+    strong = Halo(probability=(0.8, 0.1), width_mm=(6.0, 12.0))
+    cases = [draw_case("A", k, seed=5, halo=strong) for k in range(2000)]
+    plain = [draw_case("A", k, seed=5) for k in range(50)]
+    assert [c.patient for c in cases[:50]] == [c.patient for c in plain]   # same patients
+    for group, mutant in ((0, True), (1, False)):
+        widths = np.array([c.spec.halo_mm for c in cases if c.egfr_mutant == mutant])
+        assert abs((widths > 0).mean() - strong.probability[group]) < 0.04
+        assert widths[widths > 0].min() >= 6.0 and widths.max() <= 12.0
+    assert bayes_auc_clinical_phenotype("A", n=20_000, halo=strong) > \
+        bayes_auc_clinical_phenotype("A", n=20_000, halo=True) + 0.03
+    with pytest.raises(ValueError, match="halo probability"):
+        Halo(probability=(1.0, 0.1))
+    with pytest.raises(ValueError, match="halo width"):
+        Halo(width_mm=(8.0, 4.0))
+    assert cli_main(["synth-cohort", str(tmp_path / "x"), "--halo-width-mm", "0", "4"]) == 2
