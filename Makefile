@@ -90,7 +90,7 @@ multimodal-experiment: setup
 
 # The same claim on 2 CPU cores in under 45 minutes: the same cohort, radiomics + clinical
 # against resnet10-small + radiomics + clinical (MONAI ResNet10 at a quarter width on the
-# central 32 x 56 x 56 of the paper's crop; not the paper's network), the tables with DeLong,
+# central 24 x 32 x 32 voxels of the paper's crop; not the paper's network), the tables with DeLong,
 # the bundle exported, and its Grad-CAM on the external site's halo cases (bench/multimodal_cpu.sh;
 # summary.txt and wall_seconds.tsv in the folder).
 CPU_EXPERIMENT ?= var/multimodal-cpu

@@ -26,7 +26,6 @@ from typing import Callable
 import numpy as np
 
 from cdss_node.analysis import series_files
-from cdss_node.dicom.ct_series import series_uids
 from cdss_node.model.attention import inside_share, on_crop, on_ct
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import IMAGE_INPUT_SHAPE, uses_image
@@ -35,7 +34,7 @@ from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.records import CTVolume, TumorMask
 from cdss_node.synthetic.phantom import ground_glass_halo_mask, make_chest_phantom
 from training.prepare import nifti_mask_on
-from training.synth_cohort import SITES, Halo, SynthCase, draw_case
+from training.synth_cohort import SITES, Halo, SynthCase, draw_case, volume_order
 
 REGIONS = ("halo", "tumor", "lesion")
 
@@ -95,9 +94,7 @@ def case_shares(case: SynthCase, cohort: Path, bundle: ModelBundle) -> dict:
 def _regions(case: SynthCase, analysis: Analysis) -> dict[str, np.ndarray]:
     """The phantom's halo ring and tumor, in the volume's slice order, and the two together."""
     phantom = make_chest_phantom(case.spec)
-    slice_of = {uid: k for k, uid in enumerate(
-        series_uids(phantom, case.patient, case.case_id).instances)}
-    order = [slice_of[uid] for uid in analysis.volume.source_instance_uids]
+    order = volume_order(case, phantom, analysis.volume.source_instance_uids)
     halo, tumor = ground_glass_halo_mask(case.spec)[order], phantom.tumor_mask[order]
     return {"halo": halo, "tumor": tumor, "lesion": halo | tumor}
 

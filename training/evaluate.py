@@ -171,7 +171,7 @@ def delong_rows(models: list[ModelPredictions], role: str) -> list[dict]:
             z, p = delong(labels, a, b)
             rows.append({"model_a": first.name, "model_b": second.name,
                          "auc_a": round(auc(labels, a), 4), "auc_b": round(auc(labels, b), 4),
-                         "z": round(z, 3), "p": round(p, 4)})
+                         "z": round(z, 3), "p": float(f"{p:.3g}")})   # 3 digits: 2.1e-05
     return rows
 
 

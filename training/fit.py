@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -141,6 +141,7 @@ def _fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: Fi
                                 settings.architecture)
             for role, cases in _by_role(prepared, roles).items() if cases}
     fold = fold_of_case(sets["cross-validation"].labels, settings.folds, settings.seed)
+    check_tabular_start(settings, sets["cross-validation"].case_ids, fold)
     networks = []
     for k in range(settings.folds):
         train = sets["cross-validation"].subset(fold != k)
@@ -174,7 +175,9 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
     tells when a finished fold is reused or a stopped one resumed."""
     device = choose_device(device_of(process, settings.device))
     torch.manual_seed(settings.seed * 1000 + k)        # the fold's initial weights
-    network = new_network(settings, data, k).to(device)
+    trained = (folder / "final.pt").is_file()          # then its starting weights are moot
+    network = new_network(replace(settings, init_weights="", init_tabular="") if trained
+                          else settings, data, k).to(device)
     barrier(process)                                   # final.pt is rank 0's to write
     if (folder / "final.pt").is_file():
         network.load_state_dict(torch.load(folder / "final.pt", weights_only=True,
@@ -209,6 +212,29 @@ def train_fold(k: int, data: ScaledInputs, settings: FitSettings, folder: Path,
         (folder / "last.pt").unlink(missing_ok=True)   # only resuming needs it (3x the weights)
     barrier(process)
     return network.eval()
+
+
+def check_tabular_start(settings: FitSettings, case_ids: tuple[str, ...], fold: np.ndarray
+                        ) -> None:
+    """``--init-tabular``: the fit it names must have held out the same cases in each fold,
+    else a fold would start from a model that saw its own held-out cases; ``--freeze-tabular``
+    needs it (a frozen branch of random weights is no model)."""
+    if settings.freeze_tabular and not settings.init_tabular:
+        raise ValueError("--freeze-tabular: give --init-tabular too (the branch to keep)")
+    if not settings.init_tabular:
+        return
+    path = Path(settings.init_tabular) / "predictions.csv"
+    if not path.is_file():
+        raise ValueError(f"--init-tabular: {path} not found (a finished radiomics-clinical "
+                         "fit folder?)")
+    with path.open(newline="") as stream:
+        held_out = {r["case_id"]: r["held_out_fold"] for r in csv.DictReader(stream)
+                    if r["role"] == "cross-validation"}
+    wrong = [case_id for case_id, k in zip(case_ids, fold) if held_out.get(case_id) != str(k + 1)]
+    if wrong or len(held_out) != len(case_ids):
+        raise ValueError(f"--init-tabular: {settings.init_tabular} held out other cases per fold "
+                         f"(e.g. {(wrong or ['a case not here'])[0]}); fit it on the same "
+                         "cohort with the same --folds and --seed")
 
 
 def _history(path: Path, first_epoch: int) -> list[dict]:

@@ -16,6 +16,7 @@ many were taken is returned, and none taken is an error.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -62,15 +63,20 @@ def load_tabular_weights(network: torch.nn.Module, path: Path) -> None:
     if getattr(network, "cnn", None) is None:
         raise ValueError("--init-tabular: only a network with a CNN starts from a radiomics + "
                          "clinical model")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as error:
+        raise ValueError(f"{path}: not a saved fold model ({error})") from error
     tabular = {key.removeprefix("tabular."): value for key, value in state.items()
                if key.startswith("tabular.")}
     head = network.head
     expected = (head[0].out_features, head[0].in_features - network.tabular[0].out_features)
     found = tuple(state.get("head.0.weight", torch.empty(0, 0)).shape)
-    if found != expected or not tabular:
+    inputs = tuple(state.get("tabular.0.weight", torch.empty(0, 0)).shape)
+    if found != expected or inputs != tuple(network.tabular[0].weight.shape):
         raise ValueError(f"{path}: not a radiomics-clinical fold model of this size (head "
-                         f"{found}, expected {expected}; give its fit folder)")
+                         f"{found}, tabular {inputs}; expected {expected}, "
+                         f"{tuple(network.tabular[0].weight.shape)}; give its fit folder)")
     network.tabular.load_state_dict(tabular)
     image_features = head[0].in_features - expected[1]
     with torch.no_grad():

@@ -220,12 +220,18 @@ def _write_case(folder: Path, case: SynthCase) -> dict[str, str]:
     phantom = make_chest_phantom(case.spec)
     files = write_ct_series(phantom, folder / "ct", case.patient, uid_seed=case.case_id)
     volume = load_volume(files)
-    slice_of = {uid: k for k, uid in enumerate(
-        series_uids(phantom, case.patient, case.case_id).instances)}
-    mask = phantom.tumor_mask[[slice_of[uid] for uid in volume.source_instance_uids]]
+    mask = phantom.tumor_mask[volume_order(case, phantom, volume.source_instance_uids)]
     write_mask(folder / "mask.nii.gz", TumorMask(mask=mask, spacing_mm=volume.spacing_mm,
                                                  segmenter="phantom truth", candidates=1), volume)
     return case.manifest_row(f"cases/{case.case_id}/ct", f"cases/{case.case_id}/mask.nii.gz")
+
+
+def volume_order(case: SynthCase, phantom, slice_uids) -> list[int]:
+    """The phantom's slice of each of the volume's slices (the node sorts slices as it
+    loads them, not as the phantom drew them)."""
+    slice_of = {uid: k for k, uid in enumerate(
+        series_uids(phantom, case.patient, case.case_id).instances)}
+    return [slice_of[uid] for uid in slice_uids]
 
 
 def generator_facts(counts: dict[str, int], seed: int, halo: "bool | Halo" = False) -> dict:

@@ -65,9 +65,8 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
 
 def _attention(analysis: "Analysis", headers: list[Dataset], equipment: Equipment,
                model: ReportedModel, version: Version):
-    """The Grad-CAM as a fractional SEG; None without one, or where it is empty (a network
-    whose mutant logit no image feature raised)."""
-    if analysis.attention is None or not analysis.attention.values.any():
+    """The Grad-CAM as a fractional SEG; None without one."""
+    if analysis.attention is None:
         return None
     return attention_segmentation(analysis.volume, analysis.attention, headers, equipment,
                                   model.name, model.version, version.instance_number)

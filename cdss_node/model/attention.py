@@ -29,7 +29,7 @@ from torch import nn
 
 from cdss_node.model.network import image_window
 from cdss_node.pipeline.crop import CROP_PIXELS, OUTPUT_PIXELS
-from cdss_node.pipeline.records import TumorCrop
+from cdss_node.pipeline.records import TumorCrop, require
 
 METHOD = "Grad-CAM"
 # The stage whose feature maps are weighed: the last one fine enough to place a 3 cm tumor
@@ -46,6 +46,14 @@ class AttentionMap:
     values: np.ndarray
     layer: str
     inside_tumor_share: float          # of the map's sum, the part inside the tumor mask
+
+    def __post_init__(self) -> None:
+        require(self.values.ndim == 3 and self.values.dtype == np.float32, "values",
+                "a 3D float32 map", (self.values.shape, self.values.dtype))
+        require(0.0 <= float(self.values.min()) and float(self.values.max()) <= 1.0, "values",
+                "values in [0, 1]", (float(self.values.min()), float(self.values.max())))
+        require(0.0 <= self.inside_tumor_share <= 1.0, "inside_tumor_share", "a share in [0, 1]",
+                self.inside_tumor_share)
 
 
 def fold_grad_cam(network: nn.Module, layer: str, image: torch.Tensor,

@@ -44,16 +44,32 @@ class FoldEnsemble:
             network.eval()
         self.batching = batching
         self.fold_count = len(networks)
-        self.networks: tuple[nn.Module, ...] = tuple(networks)   # each fold's, e.g. Grad-CAM
+        self._networks: tuple[nn.Module, ...] = ()
         if batching == "vmap":
             self._params, self._buffers = stack_module_state(list(networks))
             self._skeleton = copy.deepcopy(networks[0]).to("meta")
+        else:
+            self._networks = tuple(networks)
+
+    def fold_networks(self) -> tuple[nn.Module, ...]:
+        """Each fold's model as a module of its own (Grad-CAM runs them one by one): the ones
+        the loop runs, or, under vmap, rebuilt from the stacked weights for this call only."""
+        if self.batching == "loop":
+            return self._networks
+        device = next(iter(self._params.values())).device
+        rebuilt = []
+        for k in range(self.fold_count):
+            network = copy.deepcopy(self._skeleton).to_empty(device=device)
+            network.load_state_dict({**{name: value[k] for name, value in self._params.items()},
+                                     **{name: value[k] for name, value in self._buffers.items()}})
+            rebuilt.append(network.eval())
+        return tuple(rebuilt)
 
     def fold_logits(self, image: torch.Tensor | None, radiomics: torch.Tensor,
                     clinical: torch.Tensor) -> torch.Tensor:
         """Logits of shape (folds, cases) for the same batch of cases."""
         if self.batching == "loop":
-            return torch.stack([net(image, radiomics, clinical) for net in self.networks])
+            return torch.stack([net(image, radiomics, clinical) for net in self._networks])
         return torch.vmap(self._one_fold, in_dims=(0, 0, None, None, None))(
             self._params, self._buffers, image, radiomics, clinical)
 

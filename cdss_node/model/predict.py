@@ -38,14 +38,17 @@ def predict_egfr(bundle: ModelBundle, crop: TumorCrop | None, radiomics: Radiomi
 
 
 def explain_egfr(bundle: ModelBundle, crop: TumorCrop, radiomics: RadiomicsFeatures,
-                 clinical: ClinicalVector, tumor: TumorMask) -> AttentionMap:
-    """Where the image network of the fold models looked (Grad-CAM), on the CT's grid."""
+                 clinical: ClinicalVector, tumor: TumorMask) -> AttentionMap | None:
+    """Where the image network of the fold models looked (Grad-CAM), on the CT's grid; None
+    where the map is empty (no image feature raised the mutant logit)."""
     architecture = bundle.description.architecture
     image = _image(crop, architecture)
     scaled = scale_radiomics(radiomics, bundle.description.radiomics)
-    attention = ensemble_grad_cam(bundle.ensemble.networks, architecture, image, scaled,
+    attention = ensemble_grad_cam(bundle.ensemble.fold_networks(), architecture, image, scaled,
                                   clinical.values, bundle.device)
     values = on_ct(on_crop(attention, architecture, crop.image.shape), crop, tumor.mask.shape)
+    if not values.any():
+        return None
     return AttentionMap(values=values, layer=TARGET_LAYER[architecture],
                         inside_tumor_share=round(inside_share(values, tumor.mask), 4))
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle
 from cdss_node.model.network import uses_image
 from cdss_node.model.attention import AttentionMap
@@ -35,6 +36,8 @@ from cdss_node.pipeline.records import (
     require,
 )
 from cdss_node.pipeline.segment import Segmenter
+
+log = get_logger(__name__)
 
 OK, NOT_EVALUABLE = "ok", "not_evaluable"
 
@@ -131,5 +134,15 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
         found["prediction"] = predict_egfr(bundle, crop, found["radiomics"], found["clinical"])
     if crop is not None and attention:
         with clock.stage("attention"):
-            found["attention"] = explain_egfr(bundle, crop, found["radiomics"], found["clinical"],
-                                              tumor)
+            found["attention"] = _attention(bundle, crop, found, tumor)
+
+
+def _attention(bundle: ModelBundle, crop: TumorCrop, found: dict, tumor: TumorMask
+               ) -> AttentionMap | None:
+    """The Grad-CAM; an explanation that fails is logged and left out, and the prediction it
+    would explain is kept."""
+    try:
+        return explain_egfr(bundle, crop, found["radiomics"], found["clinical"], tumor)
+    except (RuntimeError, ValueError) as error:
+        log.warning("attention_failed", error=repr(error))
+        return None

@@ -170,7 +170,7 @@ def make_chest_phantom(spec: PhantomSpec = PhantomSpec()) -> ChestPhantom:
     hu[_vessels(rng, spec, z, y, x) & lung] = HU_VESSEL
     tumor = _tumor(spec, centre, z, y, x) & lung
     if spec.halo_mm > 0:
-        hu[_tumor(spec, centre, z, y, x, grow_mm=spec.halo_mm) & lung & ~tumor] = HU_GROUND_GLASS
+        hu[_halo(spec, centre, z, y, x, lung, tumor)] = HU_GROUND_GLASS
     hu[tumor] = spec.tumor_hu
     if spec.noise_hu > 0:
         hu += rng.standard_normal(spec.shape, dtype=np.float32) * np.float32(spec.noise_hu)
@@ -188,7 +188,11 @@ def ground_glass_halo_mask(spec: PhantomSpec) -> np.ndarray:
         return np.zeros(spec.shape, dtype=bool)
     centre = _tumor_centre_voxel(spec, z, y, x)
     lung = _lungs(z, y, x)
-    tumor = _tumor(spec, centre, z, y, x) & lung
+    return _halo(spec, centre, z, y, x, lung, _tumor(spec, centre, z, y, x) & lung)
+
+
+def _halo(spec: PhantomSpec, centre, z, y, x, lung: np.ndarray, tumor: np.ndarray) -> np.ndarray:
+    """The ground-glass rim: the tumor grown by ``spec.halo_mm``, in the lung, outside it."""
     return _tumor(spec, centre, z, y, x, grow_mm=spec.halo_mm) & lung & ~tumor
 
 

@@ -77,7 +77,7 @@ def test_grad_cam_leaves_no_hook_and_no_parameter_gradient():
     stage = dict(network.named_modules())[TARGET_LAYER["resnet10-small"]]
     cam = ensemble_grad_cam([network, network], "resnet10-small",
                             np.random.default_rng(0).random((1, 24, 32, 32), dtype=np.float32),
-                            np.zeros(4, np.float32), np.zeros(3, np.float32),
+                            np.full(4, 0.5, np.float32), np.full(3, 0.5, np.float32),
                             torch.device("cpu"))
     assert cam.shape == (24, 32, 32) and 0.0 <= cam.min() and cam.max() <= 1.0 + 1e-6
     assert not stage._forward_hooks
@@ -128,3 +128,24 @@ def test_the_paper_networks_name_a_stage_they_have():
     for architecture in ("efficientnet-b7", "densenet264"):
         assert TARGET_LAYER[architecture] in dict(
             build_network(architecture, 4, 3).named_modules())
+
+
+def test_an_explanation_that_fails_is_left_out_and_the_prediction_kept(monkeypatch):
+    from cdss_node.pipeline import analyze
+
+    def broken(*args):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(analyze, "explain_egfr", broken)
+    found = {"radiomics": None, "clinical": None}
+    assert analyze._attention(None, None, found, None) is None
+
+
+def test_an_attention_map_checks_itself():
+    from cdss_node.model.attention import AttentionMap
+
+    AttentionMap(np.zeros((2, 3, 4), np.float32), "cnn.layer2", 0.0)
+    with pytest.raises(ValueError, match="values"):
+        AttentionMap(np.full((2, 3, 4), 1.5, np.float32), "cnn.layer2", 0.0)
+    with pytest.raises(ValueError, match="inside_tumor_share"):
+        AttentionMap(np.zeros((2, 3, 4), np.float32), "cnn.layer2", 1.2)

@@ -78,6 +78,18 @@ def test_vmap_and_loop_give_the_same_logits_for_a_batch():
     torch.testing.assert_close(vmap, loop, rtol=1e-5, atol=1e-5)
 
 
+def test_vmap_rebuilds_each_fold_model_for_grad_cam_as_the_loop_keeps_it():
+    networks = _tiny_cnn_networks(3)
+    image, r, c = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 107), torch.rand(1, 10)
+    kept = FoldEnsemble(networks, "loop").fold_networks()
+    rebuilt = FoldEnsemble(networks, "vmap").fold_networks()
+    assert kept == tuple(networks) and len(rebuilt) == 3
+    with torch.inference_mode():
+        for a, b in zip(kept, rebuilt):
+            torch.testing.assert_close(a(image, r, c), b(image, r, c), rtol=1e-6, atol=1e-6)
+            assert b is not a and not b.training
+
+
 def test_label_follows_the_threshold():
     networks = [randomise(describe_network(description()), seed) for seed in range(5)]
     probability = predict_egfr(_in_memory(networks), None, radiomics(), clinical()).probability

@@ -129,6 +129,29 @@ def test_a_multimodal_network_started_from_a_tabular_fold_answers_as_it(tmp_path
                              tmp_path / "final.pt")
     with pytest.raises(ValueError, match="only a network with a CNN"):
         load_tabular_weights(build_network("clinical", 6, 10), tmp_path / "final.pt")
+    with pytest.raises(ValueError, match="not a radiomics-clinical fold model of this size"):
+        load_tabular_weights(build_network("resnet10-small", 7, 10), tmp_path / "final.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a saved fold model"):
+        load_tabular_weights(build_network("resnet10-small", 6, 10), tmp_path / "broken.pt")
+
+
+def test_a_tabular_start_must_have_held_out_the_same_cases(tmp_path):
+    prepared = cases(30, "A", 4)
+    settings = replace(SETTINGS, epochs=2)
+    fit(prepared, SiteRoles("A"), tmp_path / "rc", settings, progress=str)
+    multimodal = replace(settings, architecture="resnet10-small", epochs=1, augment=False,
+                         init_tabular=str(tmp_path / "rc"))
+    with pytest.raises(ValueError, match="held out other cases per fold"):
+        fit(prepared, SiteRoles("A"), tmp_path / "other-seed", replace(multimodal, seed=1),
+            progress=str)
+    with pytest.raises(ValueError, match="held out other cases per fold"):
+        fit(prepared[:27], SiteRoles("A"), tmp_path / "fewer", multimodal, progress=str)
+    with pytest.raises(ValueError, match="give --init-tabular too"):
+        fit(prepared, SiteRoles("A"), tmp_path / "frozen", replace(
+            multimodal, init_tabular="", freeze_tabular=True), progress=str)
+    summary = fit(prepared, SiteRoles("A"), tmp_path / "same", multimodal, progress=str)
+    assert summary["cases"]["cross-validation"] == 30
 
 
 def test_a_frozen_tabular_branch_keeps_its_weights_and_statistics(tmp_path):
