@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from cdss_node.jobs import ATTENTION_FILE
+from cdss_node.model.attention import METHOD
 from cdss_node.model.bundle import ModelBundle
 from cdss_node.pipeline.analyze import Analysis
 from cdss_node.pipeline.reasons import CODING_SCHEME
@@ -129,7 +130,7 @@ def _attention(analysis: Analysis) -> dict | None:
     a = analysis.attention
     if a is None:
         return None
-    return {"method": "Grad-CAM", "layer": a.layer, "file": ATTENTION_MAP_FILE,
+    return {"method": METHOD, "layer": a.layer, "file": ATTENTION_MAP_FILE,
             "dicom_file": ATTENTION_FILE, "inside_tumor_share": a.inside_tumor_share}
 
 

@@ -317,7 +317,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     for name in REGIONS:
         if name in summary:
             part = summary[name]
-            print(f"  {name}: median share {part['median_share']:.3f} of the Grad-CAM, "
+            print(f"  {name}: median share {part['median_share']:.3f} of the map, "
                   f"{part['median_field_of_view_fraction']:.4f} of the field of view "
                   f"(lift {part['median_lift']:.1f}); over half in "
                   f"{part['cases_with_share_over_half']} cases")

@@ -43,6 +43,7 @@ from cdss_node.dicom.key_slice import KeySlice
 from cdss_node.dicom.seg import (
     ARTIFICIAL_INTELLIGENCE, LUNG, MANUFACTURER, MODEL_NAME, NEOPLASM, TUMOR_TRACKING_ID,
     Equipment, result_series_uid, segmenter_name_version)
+from cdss_node.model.attention import METHOD
 from cdss_node.pipeline.analyze import Analysis
 from cdss_node.pipeline.reasons import CODING_SCHEME as P
 from cdss_node.pipeline.records import EGFR_MUTANT
@@ -140,7 +141,7 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
 def _attention_items(analysis: Analysis, attention: hd.seg.Segmentation) -> list:
     """The Summary's lines on the Grad-CAM: a sentence and the reference to its SEG."""
     share = analysis.attention.inside_tumor_share
-    return [_text(ATTENTION, f"Where the image network looked: Grad-CAM, series "
+    return [_text(ATTENTION, f"Where the image network looked: Grad-CAM ({METHOD}), series "
                   f"{attention.SeriesNumber}; {100 * share:.0f} % of it lies inside the tumor."),
             hd.sr.CompositeContentItem(
                 name=ATTENTION, referenced_sop_class_uid=attention.SOPClassUID,

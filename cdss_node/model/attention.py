@@ -1,11 +1,15 @@
-"""Where the image network looked: a 3D Grad-CAM of the fold models' image branch (Selvaraju
-et al. 2017), the future work the paper names.
+"""Where the image network looked: a 3D class activation map of the fold models' image branch,
+the Grad-CAM the paper names as future work, in its HiResCAM form (Draelos & Carin 2020).
 
 For each fold model, with the case's radiomics and clinical inputs held fixed: the gradient of
 the EGFR logit (towards "mutant") with respect to the feature maps of one convolutional stage
-(``TARGET_LAYER``), averaged over space, weights those maps; their weighted sum, rectified,
-is the fold's map, resized to the network's image input and scaled to a maximum of 1. The
-ensemble's map is the mean of the folds' maps, as its probability is the mean of theirs.
+(``TARGET_LAYER``) multiplies those maps voxel by voxel; their sum over the channels,
+rectified, is the fold's map, resized to the network's image input and scaled to a maximum of
+1. The ensemble's map is the mean of the folds' maps, as its probability is the mean of theirs.
+Grad-CAM (Selvaraju et al. 2017) would first average each gradient over space, and so light up
+every place where a channel is active, also where the logit does not read it. On the CPU
+profile's bundle, HiResCAM put 5.7 times chance of its sum into the planted halo, Grad-CAM 2.5
+times (``cdss-train attention``).
 
 The maps go back onto the tumor crop (the window the network reads, ``image_window``) and from
 there onto the CT's own voxels (the crop's in-plane zoom undone), so that a viewer overlays
@@ -31,7 +35,7 @@ from cdss_node.model.network import image_window
 from cdss_node.pipeline.crop import CROP_PIXELS, OUTPUT_PIXELS
 from cdss_node.pipeline.records import TumorCrop, require
 
-METHOD = "Grad-CAM"
+METHOD = "HiResCAM"
 # The stage whose feature maps are weighed: the last one fine enough to place a 3 cm tumor
 # (about 4 x 7 x 7 or more over the network's input).
 TARGET_LAYER = {"resnet10-small": "cnn.layer2", "resnet34": "cnn.layer3",
@@ -58,7 +62,7 @@ class AttentionMap:
 
 def fold_grad_cam(network: nn.Module, layer: str, image: torch.Tensor,
                   radiomics: torch.Tensor, clinical: torch.Tensor) -> np.ndarray:
-    """One fold model's Grad-CAM of one case (image (1, 1, Z, Y, X)): (Z, Y, X) in [0, 1]."""
+    """One fold model's map of one case (image (1, 1, Z, Y, X)): (Z, Y, X) in [0, 1]."""
     stage = dict(network.named_modules())[layer]
     seen: dict[str, torch.Tensor] = {}
     handle = stage.register_forward_hook(lambda module, inputs, output: seen.update(maps=output))
@@ -70,8 +74,7 @@ def fold_grad_cam(network: nn.Module, layer: str, image: torch.Tensor,
     finally:
         handle.remove()
     maps = seen["maps"].detach().float()
-    weights = gradient.float().mean(dim=(2, 3, 4), keepdim=True)
-    cam = torch.relu((weights * maps).sum(dim=1, keepdim=True))
+    cam = torch.relu((gradient.float() * maps).sum(dim=1, keepdim=True))
     cam = nn.functional.interpolate(cam, size=tuple(image.shape[2:]), mode="trilinear",
                                     align_corners=False)[0, 0]
     peak = float(cam.max())

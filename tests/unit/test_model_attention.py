@@ -1,5 +1,5 @@
-"""Grad-CAM of the image network (cdss_node.model.attention): a network whose logit can only
-depend on one region of the image has its attention there and nowhere else; the map goes back
+"""The class activation map of the image network (cdss_node.model.attention, HiResCAM): a
+network whose logit reads one region of a feature map has its attention there and nowhere else; the map goes back
 onto the CT voxel it came from; the inference models keep no hook and no gradient."""
 
 import numpy as np
@@ -56,11 +56,38 @@ def test_grad_cam_lies_where_the_map_the_logit_reads_is():
     assert cam.shape == SHAPE and cam.max() == pytest.approx(1.0)
     inside = np.zeros(SHAPE, dtype=bool)
     inside[A] = True
-    # Known answer: map A's weight is its mean gradient (1 / its size), map B's is 0, so the
-    # map is the image inside A, scaled to a maximum of 1, and 0 elsewhere (B included).
+    # Known answer: map A's gradient is 1 / its size everywhere, map B's is 0, so the map is
+    # the image inside A, scaled to a maximum of 1, and 0 elsewhere (B included).
     expected = np.where(inside, image[0, 0].numpy(), 0.0)
     assert np.allclose(cam, expected / expected.max(), atol=1e-6)
     assert inside_share(cam, inside) == pytest.approx(1.0)
+
+
+class WindowNetwork(nn.Module):
+    """One map, the image everywhere; the logit reads it inside region A only."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = nn.Identity()
+        self.tabular = nn.Linear(3, 1)
+
+    def forward(self, image, radiomics, clinical):
+        maps = self.stage(image)
+        return (maps[(slice(None), 0, *A)].mean(dim=(1, 2, 3))
+                + self.tabular(torch.cat([radiomics, clinical], 1))[:, 0])
+
+
+def test_the_map_lies_where_the_logit_reads_the_feature_map_not_where_it_is_active():
+    image = torch.rand(1, 1, *SHAPE) + 0.1
+    cam = fold_grad_cam(WindowNetwork().eval(), "stage", image, torch.rand(1, 2),
+                        torch.rand(1, 1))
+    inside = np.zeros(SHAPE, dtype=bool)
+    inside[A] = True
+    # HiResCAM: gradient x map voxel by voxel, so 0 outside A though the map is active there
+    # (Grad-CAM's spatial mean of the gradient would light up the whole image)
+    assert cam[~inside].max() == 0.0 and cam[inside].min() > 0.0
+    expected = np.where(inside, image[0, 0].numpy(), 0.0)
+    assert np.allclose(cam, expected / expected.max(), atol=1e-6)
 
 
 def test_a_map_that_lowers_the_logit_is_rectified_away():
