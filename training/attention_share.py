@@ -26,14 +26,14 @@ from typing import Callable
 import numpy as np
 
 from cdss_node.analysis import series_files
-from cdss_node.model.attention import inside_share, on_crop, on_ct
+from cdss_node.model.attention import inside_share, on_ct
 from cdss_node.model.bundle import ModelBundle, load_bundle
-from cdss_node.model.network import IMAGE_INPUT_SHAPE, uses_image
+from cdss_node.model.network import image_window, uses_image
 from cdss_node.pipeline.analyze import Analysis, analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.records import CTVolume, TumorMask
 from cdss_node.synthetic.phantom import ground_glass_halo_mask, make_chest_phantom
-from training.prepare import nifti_mask_on
+from training.prepare import mask_tumor
 from training.synth_cohort import SITES, Halo, SynthCase, draw_case, volume_order
 
 REGIONS = ("halo", "tumor", "lesion")
@@ -60,16 +60,14 @@ def halo_cases(cohort: Path, site: str, limit: int) -> list[SynthCase]:
 
 @dataclass(frozen=True)
 class CohortMask:
-    """A segmenter that gives the cohort's tumor mask (a NIfTI on the CT), as ``prepare``."""
+    """A segmenter that gives the cohort's tumor mask, as ``prepare`` does (``mask_tumor``)."""
 
     path: Path
     name: str = "cohort mask"
     version: str = "1"
 
     def segment(self, volume: CTVolume) -> TumorMask:
-        mask = nifti_mask_on(self.path, volume)
-        return TumorMask(mask=mask, spacing_mm=volume.spacing_mm,
-                         segmenter=f"{self.name} {self.version}", candidates=int(mask.any()))
+        return mask_tumor(self.path, volume)
 
 
 def case_shares(case: SynthCase, cohort: Path, bundle: ModelBundle) -> dict:
@@ -102,9 +100,9 @@ def _regions(case: SynthCase, analysis: Analysis) -> dict[str, np.ndarray]:
 def _field_of_view(analysis: Analysis, architecture: str) -> np.ndarray:
     """The CT voxels the network's image input covers."""
     crop = analysis.crop
-    size = IMAGE_INPUT_SHAPE.get(architecture, crop.image.shape[1:])
-    ones = np.ones(size, dtype=np.float32)
-    return on_ct(on_crop(ones, architecture, crop.image.shape), crop, analysis.tumor.mask.shape) > 0
+    window = np.zeros(crop.image.shape[1:], dtype=np.float32)
+    window[image_window(architecture, crop.image.shape)[1:]] = 1.0
+    return on_ct(window, crop, analysis.tumor.mask.shape) > 0
 
 
 def measure(bundle_path: Path, cohort: Path, site: str, limit: int, out: Path,

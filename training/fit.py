@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from cdss_node.model.manifest import RadiomicsScaling
 from cdss_node.model.network import (
-    DEFAULT_DROPOUT, DEFAULT_HIDDEN, IMAGE_INPUT_SHAPE, RADIOMICS_CLINICAL, build_network,
-    network_image, uses_image)
+    DEFAULT_DROPOUT, DEFAULT_HIDDEN, RADIOMICS_CLINICAL, build_network, network_image,
+    uses_image)
 from cdss_node.model.predict import scale_radiomics
 from cdss_node.pipeline.clinical import FEATURES, ClinicalScaling, clinical_vector, encode
 from cdss_node.pipeline.records import RadiomicsFeatures
@@ -111,15 +111,8 @@ def scaled_inputs(cases: list[PreparedCase], radiomics: RadiomicsScaling,
                                             radiomics) for c in cases]),
         clinical=np.stack([clinical_vector(c.header, clinical, c.supplied).values
                            for c in cases]),
-        crops=np.stack([_network_crop(architecture, c.crop) for c in cases])
+        crops=np.stack([network_image(architecture, c.crop) for c in cases])
         if uses_image(architecture) else None)
-
-
-def _network_crop(architecture: str, crop: np.ndarray) -> np.ndarray:
-    """The part of the crop the network reads; a crop loaded for it already is that part."""
-    window = IMAGE_INPUT_SHAPE.get(architecture)
-    return crop if window is not None and crop.shape[1:] == window else network_image(
-        architecture, crop)
 
 
 def fit(prepared: list[PreparedCase], roles: SiteRoles, out: Path, settings: FitSettings,

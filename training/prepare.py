@@ -159,17 +159,20 @@ def case_volume(image: Path) -> CTVolume:
 
 def case_tumor(case: CohortCase, volume: CTVolume, settings: AnalysisSettings) -> TumorMask:
     """The manifest's mask on the CT's grid, or what the node's segmenter finds."""
-    if case.mask is None:
-        tumor = make_segmenter(settings).segment(volume)
-    else:
-        mask = (read_segment_mask(case.mask, volume.source_instance_uids)
-                if case.mask.suffix.lower() == ".dcm" else nifti_mask_on(case.mask, volume))
-        tumor = TumorMask(mask=mask, spacing_mm=volume.spacing_mm,
-                          segmenter=f"manifest mask {case.mask.name}", candidates=int(mask.any()))
+    tumor = (make_segmenter(settings).segment(volume) if case.mask is None
+             else mask_tumor(case.mask, volume))
     if not tumor.found:
         raise NotEvaluable(NotEvaluableReason.NO_TUMOR_FOUND,
                            f"{tumor.segmenter}: no tumor voxel")
     return tumor
+
+
+def mask_tumor(path: Path, volume: CTVolume) -> TumorMask:
+    """A manifest's mask (DICOM SEG, or NIfTI put on the CT's voxels) as the tumor."""
+    mask = (read_segment_mask(path, volume.source_instance_uids)
+            if path.suffix.lower() == ".dcm" else nifti_mask_on(path, volume))
+    return TumorMask(mask=mask, spacing_mm=volume.spacing_mm,
+                     segmenter=f"manifest mask {path.name}", candidates=int(mask.any()))
 
 
 def nifti_mask_on(path: Path, volume: CTVolume) -> np.ndarray:

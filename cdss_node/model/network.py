@@ -140,7 +140,11 @@ def image_window(architecture: str, crop_shape: tuple[int, ...]) -> tuple[slice,
 
 
 def network_image(architecture: str, crop: np.ndarray) -> np.ndarray:
-    """The network's image input from a tumor crop (C, Z, Y, X) or a stack of them."""
+    """The network's image input from a tumor crop (C, Z, Y, X) or a stack of them; a crop
+    already cut to the window (``load_store`` for the architecture) is that input."""
+    size = IMAGE_INPUT_SHAPE.get(architecture)
+    if size is not None and tuple(crop.shape[-3:]) == size:
+        return np.ascontiguousarray(crop)
     window = image_window(architecture, crop.shape[-4:])
     return np.ascontiguousarray(crop[(Ellipsis, *window)])
 
