@@ -2,11 +2,10 @@
 feature store.
 
 Per case, with ``cdss_node.pipeline`` (so that training sees what the node computes):
-``load_volume`` (a DICOM series; a NIfTI CT is read with SimpleITK) → ``cnn_input`` → the tumor
-mask (the manifest's NIfTI, put on the CT's grid, or DICOM SEG; without one, the node's
+``load_volume`` (a DICOM series; a NIfTI CT is read with SimpleITK) → the tumor mask (the manifest's NIfTI, put on the CT's grid, or DICOM SEG; without one, the node's
 segmenter) → ``extract_radiomics`` → the clinical facts (the manifest's, else the CT header's;
 what neither has stays unknown and is imputed at fit time with the training medians, as the
-node imputes) → ``tumor_crop``.
+node imputes) → ``ct_tumor_crop`` (the CNN's input, as the node makes it).
 
 The store holds ``<case_id>.npz`` (radiomics values, the 1 x 64 x 112 x 112 crop) and
 ``<case_id>.json`` (label, site, facts, radiomics names, mask source, seconds, and ``key``).
@@ -36,9 +35,8 @@ from cdss_node.dicom.seg import read_segment_mask
 from cdss_node.jobs import AnalysisSettings
 from cdss_node.model.network import network_image, uses_image
 from cdss_node.pipeline.clinical import SuppliedFacts
-from cdss_node.pipeline.crop import tumor_crop
+from cdss_node.pipeline.crop import ct_tumor_crop
 from cdss_node.pipeline.load import load_volume
-from cdss_node.pipeline.preprocess import cnn_input
 from cdss_node.pipeline.radiomics import extract_radiomics
 from cdss_node.pipeline.reasons import NotEvaluableReason
 from cdss_node.pipeline.records import CTVolume, HeaderFacts, NotEvaluable, TumorMask
@@ -112,6 +110,9 @@ def _run(todo: list, store: Path, settings: AnalysisSettings, workers: int
 def _one_thread() -> None:
     import torch
 
+    from cdss_node.pipeline.lungs import use_one_core
+
+    use_one_core()
     torch.set_num_threads(1)
     os.environ["OMP_NUM_THREADS"] = "1"
 
@@ -123,10 +124,9 @@ def prepare_case(case: CohortCase, key: str, store: Path, settings: AnalysisSett
               "key": key, "pipeline": PIPELINE_VERSION}
     try:
         volume = case_volume(case.image)
-        image = cnn_input(volume)
         tumor = case_tumor(case, volume, settings)
         radiomics = extract_radiomics(volume, tumor)
-        crop = tumor_crop(image, tumor)
+        crop = ct_tumor_crop(volume, tumor)
     except NotEvaluable as rejected:
         record.update(state="not_evaluable", reason=rejected.reason.name, detail=rejected.detail)
         write_json(store / f"{case.case_id}.json", record)

@@ -38,7 +38,8 @@ def write_dicom_results(out_dir: Path, analysis: "Analysis", model: ReportedMode
     """``seg.dcm`` and ``sr.dcm`` (an analysed tumor), or the not-evaluable ``sr.dcm``, and
     ``sc.dcm`` when ``with_image``; the SR's Device Observer UID is ``device_uid`` (the node's),
     or a new one."""
-    headers = series_headers(paths)
+    headers = ([_normalised(ds) for ds in analysis.headers] if analysis.headers
+               else series_headers(paths))
     if not headers:
         log.warning("no_dicom_report", reason="no readable DICOM header in the series")
         return []

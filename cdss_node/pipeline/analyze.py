@@ -1,7 +1,9 @@
 """One CT series from files to an EGFR prediction: the paper's pipeline, stage by stage.
 
-``load_volume → cnn_input → segment → radiomics / clinical / tumor crop → predict_egfr``, and
-for a model with an image network ``explain_egfr`` (Grad-CAM: where that network looked).
+``load_volume → segment → radiomics / clinical / tumor crop → predict_egfr``, and for a model
+with an image network ``explain_egfr`` (Grad-CAM: where that network looked). The tumor crop
+(the CNN's input: VOI window and histogram flattening, ``ct_tumor_crop``) is made only for a
+model with an image network.
 Each stage is timed. A series the node cannot analyse (a defect of the series, or no tumor
 found) ends as ``not_evaluable`` with its coded reason; anything else that goes wrong raises.
 """
@@ -20,9 +22,8 @@ from cdss_node.model.network import uses_image
 from cdss_node.model.attention import AttentionMap
 from cdss_node.model.predict import explain_egfr, predict_egfr
 from cdss_node.pipeline.clinical import SuppliedFacts, clinical_vector
-from cdss_node.pipeline.crop import tumor_crop
-from cdss_node.pipeline.load import load_volume
-from cdss_node.pipeline.preprocess import cnn_input
+from cdss_node.pipeline.crop import ct_tumor_crop
+from cdss_node.pipeline.load import load_series
 from cdss_node.pipeline.radiomics import extract_radiomics
 from cdss_node.pipeline.reasons import NotEvaluableReason, QualityFlag
 from cdss_node.pipeline.records import (
@@ -57,6 +58,7 @@ class Analysis:
     crop: TumorCrop | None = None
     prediction: EgfrPrediction | None = None
     attention: AttentionMap | None = None         # image networks only
+    headers: list | None = None                   # the series' headers (pydicom, no pixels)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -109,9 +111,8 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
          ) -> None:
     """The stages; each record is put into ``found`` as soon as it exists."""
     with clock.stage("load"):
-        volume = found["volume"] = load_volume(paths)
-    with clock.stage("preprocess"):
-        image = cnn_input(volume)
+        volume, found["headers"] = load_series(paths)
+        found["volume"] = volume
     with clock.stage("segment"):
         tumor = found["tumor"] = segmenter.segment(volume)
     if QualityFlag.LUNGS_NOT_COVERED in tumor.flags:
@@ -127,10 +128,11 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
     with clock.stage("clinical"):
         found["clinical"] = clinical_vector(volume.header, bundle.description.clinical.scaling,
                                             supplied)
-    with clock.stage("crop"):
-        found["crop"] = tumor_crop(image, tumor)
+    crop = None
+    if uses_image(bundle.description.architecture):
+        with clock.stage("crop"):
+            crop = found["crop"] = ct_tumor_crop(volume, tumor)
     with clock.stage("predict"):
-        crop = found["crop"] if uses_image(bundle.description.architecture) else None
         found["prediction"] = predict_egfr(bundle, crop, found["radiomics"], found["clinical"])
     if crop is not None and attention:
         with clock.stage("attention"):

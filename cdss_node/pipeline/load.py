@@ -8,6 +8,7 @@ cannot be analysed raises ``NotEvaluable`` with a coded reason; it never crashes
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -84,6 +85,13 @@ def _rescale(value: object, default: float) -> float:
 
 
 def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume:
+    return load_series(paths, min_slices)[0]
+
+
+def load_series(paths: Sequence[Path], min_slices: int = MIN_SLICES
+                ) -> tuple[CTVolume, list[Dataset]]:
+    """The volume, and the headers of its files (read once, their pixel data let go), for
+    the SEG and SR that refer to them."""
     datasets = [_read(path) for path in paths]
     _check_series(datasets)
     images = [ds for ds in datasets if not _is_localizer(ds)]
@@ -93,6 +101,11 @@ def load_volume(paths: Sequence[Path], min_slices: int = MIN_SLICES) -> CTVolume
     if not frames:  # a multi-frame object of Number of Frames 0
         raise NotEvaluable(Reason.TOO_FEW_SLICES, "no frames")
     frames, normal, spacing = _geometry(frames, min_slices)
+    return _volume(datasets, images, frames, normal, spacing), datasets
+
+
+def _volume(datasets: list[Dataset], images: list[Dataset], frames: list[Frame],
+            normal: np.ndarray, spacing: float) -> CTVolume:
     return CTVolume(
         hu=_hounsfield(frames),
         spacing_mm=(spacing, *frames[0].pixel_spacing),
@@ -230,16 +243,40 @@ def _slice_spacing(frames: list[Frame], normal: np.ndarray) -> float:
 
 
 def _hounsfield(frames: list[Frame]) -> np.ndarray:
+    """Stored values → HU (the modality LUT), slice by slice into one float32 volume; each
+    object's pixel data is let go once its frames are in (the headers are kept)."""
     rows, cols = frames[0].size
     hu = np.empty((len(frames), rows, cols), dtype=np.float32)
     cache: dict[int, np.ndarray] = {}
+    left = Counter(id(frame.dataset) for frame in frames)
     for k, frame in enumerate(frames):
         pixels = _pixels(frame, cache)
         if pixels.shape != (rows, cols):
             raise NotEvaluable(Reason.UNREADABLE, f"image {frame.uid}: pixel array of shape "
                                f"{pixels.shape}, expected ({rows}, {cols})")
-        hu[k] = pixels * np.float32(frame.slope) + np.float32(frame.intercept)
+        rescale_into(hu[k], pixels, frame.slope, frame.intercept)
+        left[id(frame.dataset)] -= 1
+        if not left[id(frame.dataset)]:
+            cache.pop(id(frame.dataset), None)
+            _let_go_of_pixels(frame.dataset)
     return hu
+
+
+def rescale_into(out: np.ndarray, pixels: np.ndarray, slope: float, intercept: float) -> None:
+    """``out[...] = pixels * float32(slope) + float32(intercept)``, in place where numpy
+    computes that in float32 (8-16 bit pixels: no temporary arrays, the same values)."""
+    if np.result_type(pixels.dtype, np.float32) != np.float32:
+        out[...] = pixels * np.float32(slope) + np.float32(intercept)
+        return
+    np.multiply(pixels, np.float32(slope), out=out, dtype=np.float32)
+    out += np.float32(intercept)
+
+
+def _let_go_of_pixels(ds: Dataset) -> None:
+    """Drop the pixel data (and pydicom's decoded copy) of a dataset whose header stays."""
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            delattr(ds, keyword)
 
 
 def _pixels(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:

@@ -11,11 +11,17 @@ parenchyma is brighter than air. Without the trachea and carina (air that is sma
 in each axial slice), split into the two lungs where they touch (at the junction lines, by the
 nearest of their cores), each lung closed with a ball and hole-filled on its own, so that the
 heart and mediastinum between them are never inside. Openings, closings and dilations are
-distance transforms: their time does not grow with the radius.
+distance transforms: their time does not grow with the radius. A large one is worked out in two
+slabs at once (``distance_above``, ``distance_at_most``): only the voxels within the radius
+decide each answer, so slabs that overlap by the radius give the whole array's answer exactly,
+and scipy's transform lets go of the GIL, so the slabs run on two cores.
 """
 
 from __future__ import annotations
 
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +40,17 @@ AIRWAY_MIN_LENGTH_MM = 30.0
 SPLIT_CORES_MM = (3.0, 6.0, 9.0, 12.0, 15.0)  # erosions tried to part lungs that touch
 WORK_SPACING_MM = 3.0
 CUT_AREA_MM2 = 1000.0       # lungs cut by the scan: this much of them on an edge (10 cm2)
+SLAB_MIN_VOXELS = 2_000_000 # a distance transform this large is worked out in two slabs
 Spacing = tuple[float, float, float]
+_slab_pool: ThreadPoolExecutor | None = None
+_slab_workers = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else os.cpu_count() or 1)
+
+
+def use_one_core() -> None:
+    """Distance transforms in one thread (a process among several on the same cores)."""
+    global _slab_workers
+    _slab_workers = 1
 
 
 def ellipsoid(radius_mm: float, spacing_mm: Spacing) -> np.ndarray:
@@ -227,7 +243,7 @@ def opening(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, 
     opened = np.zeros_like(mask)
     if box is not None:
         padded, inner = _padded(mask[box], radius_mm, spacing_mm)
-        eroded = ndimage.distance_transform_edt(padded, sampling=spacing_mm) > radius_mm
+        eroded = distance_above(padded, radius_mm, spacing_mm)
         opened[box] = within(eroded, radius_mm, spacing_mm)[inner]
     return opened
 
@@ -237,7 +253,7 @@ def closing(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, 
     """Binary closing with a ball of ``radius_mm``, through distance transforms."""
     padded, inner = _padded(mask, radius_mm, spacing_mm)
     dilated = within(padded, radius_mm, spacing_mm)
-    return (ndimage.distance_transform_edt(dilated, sampling=spacing_mm) > radius_mm)[inner]
+    return distance_above(dilated, radius_mm, spacing_mm)[inner]
 
 
 def _padded(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float]
@@ -254,8 +270,57 @@ def within(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, f
     box = bounding_box(mask, [int(np.ceil(radius_mm / s)) + 1 for s in spacing_mm])
     grown = np.zeros_like(mask)
     if box is not None:
-        grown[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing_mm) <= radius_mm
+        grown[box] = distance_at_most(~mask[box], radius_mm, spacing_mm)
     return grown
+
+
+def distance_above(mask: np.ndarray, radius_mm: float, spacing_mm: Spacing) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask, sampling=spacing_mm) > radius_mm``."""
+    return _thresholded(mask, radius_mm, spacing_mm, above=True)
+
+
+def distance_at_most(mask: np.ndarray, radius_mm: float, spacing_mm: Spacing) -> np.ndarray:
+    """``ndimage.distance_transform_edt(mask, sampling=spacing_mm) <= radius_mm``."""
+    return _thresholded(mask, radius_mm, spacing_mm, above=False)
+
+
+def _thresholded(mask: np.ndarray, radius_mm: float, spacing_mm: Spacing, above: bool
+                 ) -> np.ndarray:
+    """The distance transform compared with ``radius_mm``; in two slabs along the first axis
+    that overlap by more than the radius, at once, where the array is large. A voxel's answer
+    depends only on the background within ``radius_mm`` of it, which its slab holds: a nearer
+    background voxel gives the same distance, and none leaves the distance above the radius
+    (an all-foreground slab is all above)."""
+    half, overlap = mask.shape[0] // 2, math.ceil(radius_mm / spacing_mm[0]) + 1
+    if mask.size < SLAB_MIN_VOXELS or _slab_workers < 2 or half <= overlap or mask.all():
+        return _compared(mask, radius_mm, spacing_mm, above)
+    slabs = ((slice(0, half + overlap), slice(0, half)),
+             (slice(half - overlap, None), slice(overlap, None)))
+    out = np.empty(mask.shape, dtype=bool)
+    jobs = [_pool().submit(_slab, mask[part], keep, radius_mm, spacing_mm, above)
+            for part, keep in slabs]
+    out[:half], out[half:] = (job.result() for job in jobs)
+    return out
+
+
+def _slab(mask: np.ndarray, keep: slice, radius_mm: float, spacing_mm: Spacing, above: bool
+          ) -> np.ndarray:
+    if mask.all():
+        return np.full(mask[keep].shape, above)
+    return _compared(mask, radius_mm, spacing_mm, above)[keep]
+
+
+def _compared(mask: np.ndarray, radius_mm: float, spacing_mm: Spacing, above: bool
+              ) -> np.ndarray:
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing_mm)
+    return distance > radius_mm if above else distance <= radius_mm
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _slab_pool
+    if _slab_pool is None:
+        _slab_pool = ThreadPoolExecutor(2, thread_name_prefix="distance-slab")
+    return _slab_pool
 
 
 def bounding_box(mask: np.ndarray, margin: list[int] | None = None

@@ -1,5 +1,11 @@
 """CT → what the CNN sees, as in the paper: Hounsfield units (the modality LUT, applied by
 ``load_volume``) → VOI LUT → histogram flattening → values in 0..1.
+
+The flattening's histogram is the whole volume's, but the CNN reads only the tumor crop: so the
+node counts the histogram (``flattening_cdf``) and flattens only the voxels it crops
+(``flatten_with``), which gives the values ``cnn_input`` gives for the whole volume. Where the HU
+are whole numbers (a CT's stored integers under an integer rescale) the histogram is counted per
+HU value, slab by slab, and each HU value's bin taken from the same float32 arithmetic.
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from cdss_node.pipeline.records import CnnInput, CTVolume, require
 
 LUNG_WINDOW = (-600.0, 1500.0)  # (centre, width) when neither the bundle nor the header has one
 HISTOGRAM_BINS = 1024
+SLAB_SLICES = 16          # slices per step of the histogram count (bounds its temporary memory)
+INT16_OFFSET = 32768      # whole HU in -32768..32767 are counted as uint16
 
 
 def voi_linear(hu: np.ndarray, centre: float, width: float) -> np.ndarray:
@@ -25,10 +33,55 @@ def voi_linear(hu: np.ndarray, centre: float, width: float) -> np.ndarray:
 def flatten_histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
     """Histogram equalisation over the whole volume: each value (in 0..1) → its cumulative
     share, interpolated linearly between the centres of ``bins`` equal bins."""
+    return flatten_with(values, _cdf(np.bincount(_bin_index(values, bins).ravel(),
+                                                 minlength=bins)))
+
+
+def _bin_index(values: np.ndarray, bins: int) -> np.ndarray:
     position = np.multiply(values, np.float32(bins), dtype=np.float32)
-    index = np.minimum(position.astype(np.int32), bins - 1)
-    cdf = np.cumsum(np.bincount(index.ravel(), minlength=bins)).astype(np.float64)
-    cdf = ((cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)).astype(np.float32)
+    return np.minimum(position.astype(np.int32), bins - 1)
+
+
+def _cdf(counts: np.ndarray) -> np.ndarray:
+    """Cumulative share per bin, 0 at the first bin and 1 at the last."""
+    cdf = np.cumsum(counts).astype(np.float64)
+    return ((cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)).astype(np.float32)
+
+
+def flattening_cdf(volume: CTVolume, window: tuple[float, float] | None = None) -> np.ndarray:
+    """The cumulative histogram ``flatten_histogram`` builds from the whole windowed volume,
+    without windowing the whole volume where its HU are whole numbers."""
+    centre, width = _window(volume, window)
+    per_hu = _whole_hu_counts(volume.hu)
+    if per_hu is None:
+        return _cdf(np.bincount(_bin_index(voi_linear(volume.hu, centre, width),
+                                           HISTOGRAM_BINS).ravel(), minlength=HISTOGRAM_BINS))
+    hu_values = np.arange(per_hu.size).astype(np.uint16).view(np.int16).astype(np.float32)
+    index = _bin_index(voi_linear(hu_values, centre, width), HISTOGRAM_BINS)
+    return _cdf(np.bincount(index, weights=per_hu, minlength=HISTOGRAM_BINS))
+
+
+def _whole_hu_counts(hu: np.ndarray) -> np.ndarray | None:
+    """Voxels per whole HU value (index: the HU's 16 bits read unsigned, so -1 → 65535), or
+    None where some voxel is not a whole number in the int16 range."""
+    counts = np.zeros(2 * INT16_OFFSET, dtype=np.int64)
+    for start in range(0, hu.shape[0], SLAB_SLICES):
+        slab = hu[start:start + SLAB_SLICES]
+        if not (slab.min() >= -INT16_OFFSET and slab.max() < INT16_OFFSET):
+            return None                               # out of range, or NaN
+        whole = slab.astype(np.int16)
+        if not np.array_equal(whole, slab):
+            return None
+        counts += np.bincount(whole.ravel().view(np.uint16), minlength=counts.size)
+    return counts
+
+
+def flatten_with(values: np.ndarray, cdf: np.ndarray) -> np.ndarray:
+    """Each value (in 0..1) → its cumulative share by ``cdf``, interpolated linearly between
+    the centres of the bins."""
+    bins = cdf.size
+    position = np.multiply(values, np.float32(bins), dtype=np.float32)
+    index = np.empty(position.shape, dtype=np.int32)
     position -= np.float32(0.5)                       # in units of bins, from the 1st centre
     np.clip(position, 0, bins - 1, out=position)
     np.copyto(index, position, casting="unsafe")      # floor: position is >= 0
@@ -39,5 +92,15 @@ def flatten_histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndar
 
 def cnn_input(volume: CTVolume, window: tuple[float, float] | None = None) -> CnnInput:
     """``window`` from the model bundle wins; else the header's first window; else lung."""
-    centre, width = window or volume.window or LUNG_WINDOW
+    centre, width = _window(volume, window)
     return CnnInput(image=flatten_histogram(voi_linear(volume.hu, centre, width)))
+
+
+def cnn_values(hu: np.ndarray, volume: CTVolume, cdf: np.ndarray,
+               window: tuple[float, float] | None = None) -> np.ndarray:
+    """Part ``hu`` of ``volume`` as ``cnn_input`` gives it, from the volume's ``cdf``."""
+    return flatten_with(voi_linear(hu, *_window(volume, window)), cdf)
+
+
+def _window(volume: CTVolume, window: tuple[float, float] | None) -> tuple[float, float]:
+    return window or volume.window or LUNG_WINDOW

@@ -48,8 +48,9 @@ def test_sample_is_analysed_with_the_synthetic_default_model(sample_result):
     model = result["model"]
     assert model["trained_on_synthetic_data"] is True and "SYNTHETIC" in model["training_data"]
     assert len(model["sha256"]) == 64
-    assert set(result["stage_seconds"]) == {"load", "preprocess", "segment", "radiomics",
-                                            "clinical", "crop", "predict"}
+    # the default model has no image network: no CNN input is made (no "crop" stage)
+    assert set(result["stage_seconds"]) == {"load", "segment", "radiomics", "clinical",
+                                            "predict"}
 
 
 def test_clinical_inputs_come_from_the_header_and_the_rest_is_imputed(sample_result):

@@ -41,3 +41,67 @@ def test_no_tumor_no_crop():
                       candidates=0)
     with pytest.raises(ValueError, match="tumor"):
         tumor_crop(image, empty)
+
+
+# ---------------------------------------------------------------- the node's crop from the CT
+
+def ct(hu: np.ndarray, window=None):
+    from cdss_node.pipeline.records import CTVolume, HeaderFacts
+
+    n = hu.shape[0]
+    return CTVolume(hu=hu.astype(np.float32), spacing_mm=(1.0, 1.0, 1.0), origin_mm=(0, 0, 0),
+                    direction=((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+                    source_instance_uids=("1.2",) * n, source_frame_numbers=(0,) * n,
+                    study_uid="1.2", series_uid="1.2.3", window=window, header=HeaderFacts())
+
+
+def lung_like(shape, seed=0, whole=True):
+    """Air, lung, soft tissue and bone in random proportions, whole HU or not."""
+    rng = np.random.default_rng(seed)
+    hu = rng.choice([-1000.0, -850.0, 40.0, 700.0], size=shape, p=[0.3, 0.4, 0.25, 0.05])
+    hu = hu + rng.normal(0, 60, size=shape)
+    return np.rint(hu) if whole else hu
+
+
+@pytest.mark.parametrize("case", [
+    "whole HU", "fractional HU (slope 0.5)", "beyond int16", "header window",
+    "bundle window", "tumor at a corner", "one value everywhere"])
+def test_ct_crop_equals_the_crop_of_the_whole_cnn_input(case):
+    """The node's crop (histogram counted per HU, only the crop flattened) is the crop of the
+    whole flattened volume, to the bit, on every path through it."""
+    from cdss_node.pipeline.crop import ct_tumor_crop
+    from cdss_node.pipeline.preprocess import cnn_input
+
+    shape, centre, window, bundle_window = (40, 150, 150), (20, 75, 70), None, None
+    hu = lung_like(shape, whole=case != "fractional HU (slope 0.5)")
+    if case == "fractional HU (slope 0.5)":
+        hu = np.rint(hu * 2) / 2
+    elif case == "beyond int16":
+        hu[0, 0, 0] = 40000.0
+    elif case == "header window":
+        window = (40.0, 400.0)
+    elif case == "bundle window":
+        window, bundle_window = (40.0, 400.0), (-600.0, 1200.0)
+    elif case == "tumor at a corner":
+        centre = (3, 7, 142)
+    elif case == "one value everywhere":
+        hu[:] = -850.0
+    volume = ct(hu, window)
+    _, tumor = scene(shape, centre)
+    expected = tumor_crop(cnn_input(volume, bundle_window), tumor)
+    found = ct_tumor_crop(volume, tumor, bundle_window)
+    assert found.start_voxel == expected.start_voxel
+    np.testing.assert_array_equal(found.image, expected.image)
+
+
+def test_whole_hu_are_counted_per_value_and_anything_else_is_left_to_the_full_path():
+    from cdss_node.pipeline.preprocess import INT16_OFFSET, _whole_hu_counts
+
+    hu = np.array([[[-1024.0, 0.0], [0.0, 3071.0]]] * 20, dtype=np.float32)  # 20 > 1 slab
+    counts = _whole_hu_counts(hu)
+    assert counts.sum() == hu.size
+    assert counts[2 * INT16_OFFSET - 1024] == 20 and counts[0] == 40 and counts[3071] == 20
+    for spoiler in (0.5, 32768.0, -32769.0, np.nan):
+        spoilt = hu.copy()
+        spoilt[19, 1, 1] = spoiler                      # in the last slab only
+        assert _whole_hu_counts(spoilt) is None

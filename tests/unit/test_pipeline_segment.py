@@ -83,6 +83,37 @@ def test_opening_by_distance_equals_opening_with_the_ball(spacing):
     assert np.array_equal(opening(mask, 3.5, spacing), expected)
 
 
+@pytest.mark.parametrize("case", ["lung-like", "sparse", "a slab without background",
+                                  "in-plane only", "no background anywhere", "small"])
+def test_distance_thresholds_in_two_slabs_equal_the_whole_transform(case, monkeypatch):
+    """The slabs' answer is the whole array's to the voxel, at radii that cross the cut."""
+    from scipy import ndimage
+
+    from cdss_node.pipeline import lungs
+
+    monkeypatch.setattr(lungs, "_slab_workers", 2)      # slabs even on a one-core machine
+
+    rng = np.random.default_rng(3)
+    shape, spacing = (64, 200, 200), (1.5, 1.5, 1.5)
+    mask = ndimage.gaussian_filter(rng.standard_normal(shape), 3) > -0.2
+    if case == "sparse":
+        mask = ndimage.binary_dilation(rng.random(shape) > 0.9995, iterations=2)
+    elif case == "a slab without background":
+        mask[:40] = True                    # the first slab (and its overlap) all foreground
+    elif case == "in-plane only":
+        spacing = (1.5 * 1e3, 0.7, 0.7)     # the vessel opening's stretch
+    elif case == "no background anywhere":
+        mask[:] = True
+    elif case == "small":
+        mask = mask[:10]
+    assert mask.size >= lungs.SLAB_MIN_VOXELS or case == "small"
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing)
+    for radius in (1.4, 3.0, 6.0, 10.0):
+        assert np.array_equal(lungs.distance_above(mask, radius, spacing), distance > radius)
+        assert np.array_equal(lungs.distance_at_most(mask, radius, spacing),
+                              distance <= radius)
+
+
 def test_lung_flags_from_the_lung_fields_volume_and_edges():
     from cdss_node.pipeline.lungs import LungFields
     from cdss_node.pipeline.reasons import QualityFlag as Q
