@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests.conftest import REPO, free_port, require_tool
@@ -185,6 +186,19 @@ def _no_errors(seen: dict) -> list[str]:
     return problems
 
 
+def tumor_instances(results: dict) -> set[int]:
+    """Instance Numbers of the CT slices the SEG has a frame of (only the tumor's frames are
+    in it): the slices OHIF must draw the segment on."""
+    seg = pydicom.dcmread(results["ok"] / "seg.dcm")
+    uids = {frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+            for frame in seg.PerFrameFunctionalGroupsSequence}
+    numbers = {str(ds.SOPInstanceUID): int(ds.InstanceNumber)
+               for ds in (pydicom.dcmread(p, stop_before_pixels=True)
+                          for p in sorted(results["ok_ct"].glob("*.dcm")))}
+    assert len(uids) < len(numbers)         # a sparse SEG: the check below means something
+    return {numbers[uid] for uid in uids}
+
+
 def test_ohif_shows_the_ct_the_seg_and_the_sr_with_the_egfr_result(tools, results, viewer,
                                                                    tmp_path):
     pacs, server = viewer
@@ -199,6 +213,10 @@ def test_ohif_shows_the_ct_the_seg_and_the_sr_with_the_egfr_result(tools, result
         problems.append(f"segment not listed: {seen['segmentLabels']}")
     if seen["segRedPixels"] < 20:
         problems.append(f"SEG overlay not drawn: {seen['segRedPixels']} red pixels in the viewport")
+    shown_instance = re.search(r"I:\s*(\d+)", seen["segImage"])
+    if not shown_instance or int(shown_instance[1]) not in tumor_instances(results):
+        problems.append(f"the SEG is drawn on {seen['segImage']!r}, not on a slice of the tumor "
+                        f"(instances {sorted(tumor_instances(results))})")
     if not seen["srViewportShown"]:
         problems.append("the SR did not open in a viewport")
     shown = SERIES_DESCRIPTION.sub("", seen["srText"] + "\n" + seen["srMeasurementPanel"])

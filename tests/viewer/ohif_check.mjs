@@ -22,7 +22,7 @@ const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 const result = {
   mode: args.mode, steps: [], console: [], pageErrors: [], httpErrors: [], failedRequests: [],
   errorDialogs: [], screenshots: {}, ctImage: '', ctRedPixels: null, segmentLabels: [],
-  segRedPixels: 0, srViewportShown: false, srHydratePrompt: false, srText: '',
+  segRedPixels: 0, segImage: '', srViewportShown: false, srHydratePrompt: false, srText: '',
   srMeasurementPanel: '',
 };
 
@@ -129,7 +129,10 @@ async function run(page) {
         result.segRedPixels = await countRed();
         if (result.segRedPixels < 20) await sleep(500);
       }
-      return { labels: result.segmentLabels, redPixels: result.segRedPixels };
+      // the slice OHIF shows the segment on (its overlay: "I:<instance number> (k/n)")
+      result.segImage = await viewportText('[data-cy="viewport-overlay-bottom-right"]');
+      return { labels: result.segmentLabels, redPixels: result.segRedPixels,
+               image: result.segImage };
     });
     await checkErrorDialog('after the SEG', 'ohif-seg-error.png');
     await shot('ohif-seg.png');
