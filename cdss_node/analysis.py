@@ -13,6 +13,7 @@ from typing import Sequence
 
 import torch
 
+from cdss_node.ahead import AheadOfCompletion
 from cdss_node.config import AnalysisSection
 from cdss_node.dicom.outputs import write_dicom_results
 from cdss_node.dicom.sr import ReportedModel, Version
@@ -20,7 +21,7 @@ from cdss_node.jobs import AnalysisSettings, Outcome
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import uses_image
-from cdss_node.pipeline.analyze import analyze_series
+from cdss_node.pipeline.analyze import Analysis, analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
 from cdss_node.results import write_result
@@ -39,6 +40,7 @@ class Analyzer:
         self.device_uid = device_uid(settings.data_dir)
         if not uses_image(self.bundle.description.architecture):
             torch.set_num_threads(1)  # a small network: more threads only wait on each other
+        self.ahead: AheadOfCompletion[Analysis] = AheadOfCompletion(self._pipeline)
         log.info("analyzer_ready", model_id=self.bundle.model_id, model_sha256=self.bundle.sha256,
                  device=str(self.bundle.device), segmenter=self.segmenter.name,
                  synthetic_model=self.bundle.description.training_data.synthetic)
@@ -53,13 +55,22 @@ class Analyzer:
     def analyze(self, paths: Sequence[Path], out_dir: Path,
                 supplied: SuppliedFacts = SuppliedFacts(), version: Version = Version()
                 ) -> Outcome:
-        analysis = analyze_series(paths, self.segmenter, self.bundle, supplied,
-                                  attention=self.settings.attention_map)
+        """The series' result files; the pipeline's part is taken from an analysis ahead of
+        completion where one was made of exactly these files."""
+        ahead = self.ahead.take(paths)
+        analysis = ahead if ahead is not None and supplied == SuppliedFacts() else \
+            self._pipeline(paths, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
                                           paths, version, self.device_uid,
                                           with_image=self.settings.result_image)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
+
+
+    def _pipeline(self, paths: Sequence[Path], supplied: SuppliedFacts = SuppliedFacts()
+                  ) -> Analysis:
+        return analyze_series(paths, self.segmenter, self.bundle, supplied,
+                              attention=self.settings.attention_map)
 
 
 def reported_model(bundle: ModelBundle) -> ReportedModel:

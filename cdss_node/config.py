@@ -138,6 +138,10 @@ class AnalysisSection:
     workers: int = _key(
         1, "Analysis processes: 1, or 0 to only receive (complete series then wait in state "
         "queued until a node with a worker runs).", min=0, max=1)
+    ahead_of_completion: bool = _key(
+        True, "Analyse a series during the grace period after its association ends; the "
+        "result is used only if no instance arrived or changed before completion (false: "
+        "start at completion).")
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,14 @@ class AnalysisRequest:
 
 
 @dataclass(frozen=True)
+class AheadRequest:
+    """A series whose association ended: analyse its files ahead of completion (no answer;
+    the job of the series takes the result if its files are still these)."""
+
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What the index and the log need to know of one analysis."""
 

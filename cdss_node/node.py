@@ -97,6 +97,8 @@ class Node:
         """Check completion as soon as the grace period after a release has passed."""
         when = datetime.now(timezone.utc) + timedelta(seconds=self.config.series.grace_s + 0.05)
         self.scheduler.add_job(self._check_completion, "date", run_date=when)
+        if self.worker:
+            self.worker.series_released()
 
     def _check_completion(self) -> None:
         self.telemetry.beat("completion")

@@ -23,7 +23,7 @@ from typing import Callable
 from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
-from cdss_node.jobs import SR_FILE, AnalysisRequest, AnalysisSettings, Outcome
+from cdss_node.jobs import SR_FILE, AheadRequest, AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.logs import configure_logging, get_logger
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
@@ -56,10 +56,21 @@ def serve_analyses(conn: Connection, settings: AnalysisSettings, level: str, fmt
     conn.send(("ready", analyzer.identity()))
     while True:
         try:
-            request: AnalysisRequest = conn.recv()
+            request: AnalysisRequest | AheadRequest = conn.recv()
         except EOFError:
             return
+        if isinstance(request, AheadRequest):    # no answer: its job takes the result
+            analyzer.ahead.start([Path(p) for p in request.paths])
+            continue
         conn.send(_answer(analyzer, request))
+        log.info("analysis_process_memory", peak_rss_mb=_peak_rss_mb())
+
+
+def _peak_rss_mb() -> int:
+    """The analysis process's largest resident memory so far (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def _die_with_parent(parent: int) -> None:
@@ -115,6 +126,11 @@ class AnalysisProcess:
         child.close()
         self.model = self._receive(timeout_s, "starting")  # type: ignore[assignment]
 
+    def send_ahead(self, request: AheadRequest) -> None:
+        """Ask for an analysis ahead of completion (nothing is answered)."""
+        assert self._conn is not None, "start() first"
+        self._conn.send(request)
+
     def run(self, request: AnalysisRequest, timeout_s: float) -> Outcome:
         assert self._conn is not None, "start() first"
         self._conn.send(request)
@@ -164,6 +180,7 @@ class Worker:
                                        _child_format(config))
         self.last_error: tuple[float, str] | None = None   # (time, message), for /healthz
         self._stop, self._wake = threading.Event(), threading.Event()
+        self._ahead_wanted = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cdss-worker", daemon=True)
 
     def start(self) -> None:
@@ -171,6 +188,12 @@ class Worker:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def series_released(self) -> None:
+        """An association ended: its series may be analysed ahead of completion."""
+        if self.config.analysis.ahead_of_completion:
+            self._ahead_wanted.set()
+            self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -185,6 +208,7 @@ class Worker:
                 continue
             job = self.index.claim_job()
             if job is None:
+                self._start_ahead()
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
@@ -208,10 +232,27 @@ class Worker:
         log.info("analysis_process_ready", **(self.process.model or {}))
         return True
 
+    def _start_ahead(self) -> None:
+        """When an association has ended: the newest series that waits out its grace period,
+        analysed ahead of completion."""
+        if not self._ahead_wanted.is_set():
+            return
+        self._ahead_wanted.clear()
+        waiting = [s for s in self.index.receiving_series() if s.open_associations == 0]
+        if not waiting:
+            return
+        series = max(waiting, key=lambda s: s.last_received)
+        paths = self._paths(series.series_uid)
+        self.process.send_ahead(AheadRequest(paths))
+        log.info("analysis_ahead_asked", series_uid=series.series_uid, instances=len(paths))
+
+    def _paths(self, series_uid: str) -> tuple[str, ...]:
+        return tuple(str(self.spool_root / p) for p in self.index.series_paths(series_uid))
+
     def run_job(self, job_id: int, series_uid: str, generation: int) -> None:
         with bound_contextvars(job_id=job_id, series_uid=series_uid):
             request = AnalysisRequest(
-                paths=tuple(str(self.spool_root / p) for p in self.index.series_paths(series_uid)),
+                paths=self._paths(series_uid),
                 out_dir=str(self.results_root / series_uid / f"g{generation}"),
                 generation=generation, previous_sr=self._previous_sr(series_uid, generation))
             log.info("analysis_started", instances=len(request.paths))

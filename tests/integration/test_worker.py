@@ -46,10 +46,51 @@ def test_node_analyses_a_received_series_and_keeps_the_result(tmp_path):
     assert result["status"] == "ok" and len(result["radiomics"]) == 107
     for path in (expected, expected.parent / "sr.dcm", tmp_path / "var" / "index.sqlite3"):
         assert path.stat().st_mode & 0o077 == 0, path   # patient data: the node's user only
-    log = [json.loads(line) for line in (tmp_path / "node.log").read_text().splitlines()
-           if line.startswith("{")]
+    log = node_log(tmp_path / "node.log")
     finished = [e for e in log if e["event"] == "analysis_finished"]
     assert finished[0]["probability"] == result["prediction"]["probability"]
+    assert 0 < next(e for e in log if e["event"] == "analysis_process_memory")["peak_rss_mb"]
+
+
+def node_log(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
+
+
+def test_the_analysis_ahead_of_completion_is_used_only_for_the_whole_series(tmp_path):
+    """A series sent in two associations within the grace period: the analysis begun after
+    the first (50 of 80 slices) is not the answer; the answer is of all 80 slices."""
+    files = sorted(SAMPLE.glob("*.dcm"))
+    port = free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, grace_s=4.0,
+                          workers=1)
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    try:
+        deadline = time.monotonic() + 240
+        while "analysis_process_ready" not in (tmp_path / "node.log").read_text():
+            assert time.monotonic() < deadline, "the analysis process never started"
+            time.sleep(0.2)
+        assert store_responses(storescu(port, *files[:50])) == ["(Success)"] * 50
+        deadline = time.monotonic() + 3
+        while not any(e["event"] == "analysis_ahead_asked"
+                      for e in node_log(tmp_path / "node.log")):
+            assert time.monotonic() < deadline, "no analysis ahead was asked for"
+            time.sleep(0.05)
+        assert store_responses(storescu(port, *files[50:])) == ["(Success)"] * 30
+        series = wait_for_state(node, {"done", "not_evaluable", "failed"})
+    finally:
+        node.stop()
+    assert series["state"] == "done" and series["instances"] == 80, series
+    result = json.loads((tmp_path / "var" / "results" / series["series_uid"] / "g1" /
+                         "result.json").read_text())
+    assert result["series"]["shape_zyx"][0] == 80
+    events = node_log(tmp_path / "node.log")
+    asked = [e["instances"] for e in events if e["event"] == "analysis_ahead_asked"]
+    assert asked[0] == 50
+    taken = [e for e in events if e["event"] == "analysis_ahead_taken"]
+    stale = [e for e in events if e["event"] == "analysis_ahead_stale"]
+    # either the 50-slice analysis was found stale, or it ended before the second release
+    # and one of all 80 was begun and taken
+    assert stale or (taken and asked[-1] == 80), (asked, taken, stale)
 
 
 def test_a_bundle_that_cannot_load_keeps_series_queued_and_says_why(tmp_path):

@@ -1,0 +1,104 @@
+"""Analysis ahead of completion: the grace period after an association's release is spent on
+the analysis, not waiting for it.
+
+A series is complete only once ``[series] grace_s`` has passed with no new instance, so that
+instances sent in a further association join it. The node does not wait idle meanwhile: when
+an association ends, the analysis process runs the pipeline (load, segmentation, radiomics,
+prediction) on the series' files as they are, in a thread of its own, and keeps the result with
+the identity of every file it read (path, inode, size, modification time). When the series'
+job comes, the result is taken only if the job's files are exactly those files; an instance
+that arrived, or was replaced, since makes it stale, and it is thrown away and the series
+analysed anew. Nothing of an analysis ahead leaves the process before its job: result files,
+SEG and SR are written by the job.
+
+One analysis ahead at a time, and one kept: a job waits for a running one to end (so that two
+volumes never compete for memory and cores), and takes or discards it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Generic, Sequence, TypeVar
+
+from cdss_node.logs import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+FileIdentity = tuple[str, int, int, int]   # path, inode, size, modification time (ns)
+
+
+def files_key(paths: Sequence[Path | str]) -> tuple[FileIdentity, ...] | None:
+    """What identifies the files' contents as the spool holds them (a stored instance is
+    written to a new file and renamed into place, so a replaced one has a new inode); None
+    where a file cannot be looked at."""
+    key = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        key.append((str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(key)
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    key: tuple[FileIdentity, ...]
+    result: T
+    seconds: float
+
+
+class AheadOfCompletion(Generic[T]):
+    """Runs ``analyse(paths)`` in a thread when asked, and hands its result to the job whose
+    files are the same, once."""
+
+    def __init__(self, analyse: Callable[[Sequence[Path]], T]):
+        self._analyse = analyse
+        self._thread: threading.Thread | None = None
+        self._done: _Done[T] | None = None
+        self._lock = threading.Lock()
+
+    def start(self, paths: Sequence[Path]) -> bool:
+        """Begin an analysis of ``paths`` ahead; False (nothing begun) while one runs or when
+        a file cannot be looked at."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            key = files_key(paths)      # before reading: a later change makes it stale
+            if key is None:
+                return False
+            self._done = None           # one kept: the newest
+            self._thread = threading.Thread(target=self._run, args=(list(paths), key),
+                                            name="cdss-ahead", daemon=True)
+            self._thread.start()
+            return True
+
+    def _run(self, paths: list[Path], key: tuple[FileIdentity, ...]) -> None:
+        started = time.perf_counter()
+        try:
+            result = self._analyse(paths)
+        except Exception as error:      # the job analyses anew, and meets the error itself
+            log.warning("analysis_ahead_failed", error=repr(error)[:300])
+            return
+        self._done = _Done(key, result, time.perf_counter() - started)
+
+    def take(self, paths: Sequence[Path]) -> T | None:
+        """The result for exactly these files, if one was made ahead; waits for a running
+        analysis first. What is not taken is let go."""
+        thread = self._thread
+        if thread is not None:
+            thread.join()
+        with self._lock:
+            done, self._done = self._done, None
+        if done is None:
+            return None
+        if done.key != files_key(paths):
+            log.info("analysis_ahead_stale", reason="the series' files changed since")
+            return None
+        log.info("analysis_ahead_taken", seconds=round(done.seconds, 2))
+        return done.result
