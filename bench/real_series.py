@@ -54,11 +54,13 @@ def _lung2_arrays() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]
 
 def _as_phantom(hu: np.ndarray, tumor: np.ndarray, spacing: tuple[float, float, float]
                 ) -> ChestPhantom:
-    """The writer takes a phantom: this one's voxels are the real CT's."""
+    """The writer takes a phantom: this one's voxels are the real CT's (its pixels are square,
+    as the writer's are: 0.63 x 0.63 mm)."""
     slices, rows, columns = hu.shape
     spec = PhantomSpec(rows=rows, columns=columns, slices=slices, pixel_spacing_mm=spacing[1],
                        slice_spacing_mm=spacing[0], noise_hu=0.0)
-    centre = tuple(int(c) for c in np.argwhere(tumor)[len(np.argwhere(tumor)) // 2])
+    voxels = np.argwhere(tumor)
+    centre = tuple(int(c) for c in voxels[len(voxels) // 2])
     volume = float(np.count_nonzero(tumor)) * spacing[0] * spacing[1] * spacing[2]
     return ChestPhantom(spec, hu, tumor, tumor.copy(), (spacing[0], spacing[1], spacing[1]),
                         centre, volume)

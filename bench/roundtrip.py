@@ -1,22 +1,23 @@
 """Seconds from the association's release to the SR stored at the destination, per stage.
 
-    python bench/roundtrip.py [--repeats 2] [--ct lung2|synthetic]
+    python bench/roundtrip.py [--repeats 2] [--ct lung2|synthetic] [--no-ahead]
 
-A chest CT is sent by dcmtk storescu to the node (its default
-settings, the shipped default bundle, the default segmenter); the node's destination is dcmtk
-storescp. The clock starts when storescu's association is released (the node's index) and
-stops when the SR file appears in storescp's folder. The CT: ``lung2`` (default), a real
-CT of 241 slices of 512 x 512 with a 48 ml tumor (``bench/real_series.py``; needs
-``cdss-train real-ct``), or ``synthetic``, the phantom of 244 x 512 x 512 of ``bench/analyze.py``. Stages come from the node's index (series
-events, outbox) and result.json. Not a test: it asserts nothing.
+A chest CT is sent by dcmtk storescu to the node (its default settings, the shipped default
+bundle, the default segmenter); the node's destination is dcmtk storescp. The clock starts
+when storescu's association is released (the node's index) and stops when the SR file appears
+in storescp's folder. The CT: ``lung2`` (default), a real CT of 241 slices of 512 x 512 with a
+48 ml tumor (``bench/real_series.py``; needs ``cdss-train real-ct``), or ``synthetic``, the
+phantom of 244 x 512 x 512 of ``bench/analyze.py``. Stages come from the node's index (series
+events, outbox), result.json and the node's log (the analysis ahead of completion, taken or
+not; the analysis process's peak memory). Not a test: it asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import sqlite3
 import statistics
 import subprocess
@@ -123,8 +124,8 @@ def main() -> None:
     for _ in range(args.repeats):
         with tempfile.TemporaryDirectory(dir=OUT) as tmp:
             runs.append(one_run(paths, Path(tmp), ahead=not args.no_ahead))
-    print(f"\nround trip of the {args.ct} CT, {len(paths)} slices of 512 x 512, default bundle, CPU; "
-          f"median of {args.repeats} runs (seconds)")
+    print(f"\nround trip of the {args.ct} CT, {len(paths)} slices of 512 x 512, default bundle, "
+          f"CPU; median of {args.repeats} runs (seconds)")
     for stage in runs[0]:
         print(f"{stage:<52}{statistics.median(r[stage] for r in runs):>8.2f}")
 

@@ -12,7 +12,9 @@ analysed anew. Nothing of an analysis ahead leaves the process before its job: r
 SEG and SR are written by the job.
 
 One analysis ahead at a time, and one kept: a job waits for a running one to end (so that two
-volumes never compete for memory and cores), and takes or discards it.
+volumes never compete for memory and cores), and takes or discards it. A request that comes
+while one runs (the same series, grown by a further association) is begun when it ends, unless
+a job has come by then; the newest such request replaces an older one.
 """
 
 from __future__ import annotations
@@ -61,40 +63,61 @@ class AheadOfCompletion(Generic[T]):
         self._analyse = analyse
         self._thread: threading.Thread | None = None
         self._done: _Done[T] | None = None
+        self._next: list[Path] | None = None     # asked for while one ran
+        self._running: tuple[FileIdentity, ...] | None = None
         self._lock = threading.Lock()
 
     def start(self, paths: Sequence[Path]) -> bool:
-        """Begin an analysis of ``paths`` ahead; False (nothing begun) while one runs or when
-        a file cannot be looked at."""
+        """Begin an analysis of ``paths`` ahead; while one runs, ``paths`` are analysed when it
+        ends. False when nothing began now (also when these very files are being, or have
+        been, analysed ahead)."""
+        key = files_key(paths)
         with self._lock:
+            if key is None or key in (self._running, self._done and self._done.key):
+                return False
             if self._thread is not None and self._thread.is_alive():
+                self._next = list(paths)
                 return False
-            key = files_key(paths)      # before reading: a later change makes it stale
-            if key is None:
-                return False
-            self._done = None           # one kept: the newest
-            self._thread = threading.Thread(target=self._run, args=(list(paths), key),
-                                            name="cdss-ahead", daemon=True)
-            self._thread.start()
-            return True
+            return self._begin(list(paths))
+
+    def _begin(self, paths: list[Path]) -> bool:
+        """(With the lock held.) The analysis of ``paths`` in a thread of its own; False where
+        a file cannot be looked at."""
+        key = files_key(paths)          # before reading: a later change makes it stale
+        if key is None:
+            return False
+        self._done, self._running = None, key   # one kept: the newest
+        self._thread = threading.Thread(target=self._run, args=(paths, key),
+                                        name="cdss-ahead", daemon=True)
+        self._thread.start()
+        return True
 
     def _run(self, paths: list[Path], key: tuple[FileIdentity, ...]) -> None:
         started = time.perf_counter()
         try:
-            result = self._analyse(paths)
+            done = _Done(key, self._analyse(paths), time.perf_counter() - started)
         except Exception as error:      # the job analyses anew, and meets the error itself
             log.warning("analysis_ahead_failed", error=repr(error)[:300])
-            return
-        self._done = _Done(key, result, time.perf_counter() - started)
+            done = None
+        with self._lock:
+            self._done, self._running = done, None
+            following, self._next = self._next, None
+            if following is not None:
+                self._begin(following)
 
     def take(self, paths: Sequence[Path]) -> T | None:
         """The result for exactly these files, if one was made ahead; waits for a running
-        analysis first. What is not taken is let go."""
-        thread = self._thread
-        if thread is not None:
-            thread.join()
+        analysis first (and begins no further one). What is not taken is let go."""
         with self._lock:
-            done, self._done = self._done, None
+            self._next = None
+        while True:
+            thread = self._thread
+            if thread is not None:
+                thread.join()
+            with self._lock:
+                if self._thread is thread:
+                    done, self._done = self._done, None
+                    break
         if done is None:
             return None
         if done.key != files_key(paths):

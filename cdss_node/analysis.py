@@ -57,15 +57,16 @@ class Analyzer:
                 ) -> Outcome:
         """The series' result files; the pipeline's part is taken from an analysis ahead of
         completion where one was made of exactly these files."""
-        ahead = self.ahead.take(paths)
-        analysis = ahead if ahead is not None and supplied == SuppliedFacts() else \
-            self._pipeline(paths, supplied)
+        analysis = self.ahead.take(paths)        # waits for one that runs, in any case
+        if supplied != SuppliedFacts():
+            analysis = None                       # made without the facts supplied here
+        if analysis is None:
+            analysis = self._pipeline(paths, supplied)
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
                                           paths, version, self.device_uid,
                                           with_image=self.settings.result_image)
         return Outcome.of(analysis, result_file, tuple(dicom_files))
-
 
     def _pipeline(self, paths: Sequence[Path], supplied: SuppliedFacts = SuppliedFacts()
                   ) -> Analysis:

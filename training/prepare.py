@@ -2,10 +2,11 @@
 feature store.
 
 Per case, with ``cdss_node.pipeline`` (so that training sees what the node computes):
-``load_volume`` (a DICOM series; a NIfTI CT is read with SimpleITK) → the tumor mask (the manifest's NIfTI, put on the CT's grid, or DICOM SEG; without one, the node's
-segmenter) → ``extract_radiomics`` → the clinical facts (the manifest's, else the CT header's;
-what neither has stays unknown and is imputed at fit time with the training medians, as the
-node imputes) → ``ct_tumor_crop`` (the CNN's input, as the node makes it).
+``load_volume`` (a DICOM series; a NIfTI CT is read with SimpleITK) → the tumor mask (the
+manifest's NIfTI, put on the CT's grid, or DICOM SEG; without one, the node's segmenter) →
+``extract_radiomics`` → the clinical facts (the manifest's, else the CT header's; what neither
+has stays unknown and is imputed at fit time with the training medians, as the node imputes)
+→ ``ct_tumor_crop`` (the CNN's input, as the node makes it).
 
 The store holds ``<case_id>.npz`` (radiomics values, the 1 x 64 x 112 x 112 crop) and
 ``<case_id>.json`` (label, site, facts, radiomics names, mask source, seconds, and ``key``).

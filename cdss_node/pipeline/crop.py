@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from cdss_node.pipeline.preprocess import cnn_values, flattening_cdf
+from cdss_node.pipeline.preprocess import cnn_values, cnn_window, flattening_cdf
 from cdss_node.pipeline.records import CnnInput, CTVolume, TumorCrop, TumorMask
 
 CROP_PIXELS = 224
@@ -32,7 +32,8 @@ def ct_tumor_crop(volume: CTVolume, tumor: TumorMask,
     centre, starts, sizes = _placement(tumor)
     source, target = _overlap(starts, sizes, volume.shape)
     block = np.zeros(sizes, dtype=np.float32)
-    block[target] = cnn_values(volume.hu[source], volume, flattening_cdf(volume, window), window)
+    block[target] = cnn_values(volume.hu[source], cnn_window(volume, window),
+                               flattening_cdf(volume, window))
     return _resized(block, centre, starts)
 
 

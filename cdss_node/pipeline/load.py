@@ -101,7 +101,10 @@ def load_series(paths: Sequence[Path], min_slices: int = MIN_SLICES
     if not frames:  # a multi-frame object of Number of Frames 0
         raise NotEvaluable(Reason.TOO_FEW_SLICES, "no frames")
     frames, normal, spacing = _geometry(frames, min_slices)
-    return _volume(datasets, images, frames, normal, spacing), datasets
+    volume = _volume(datasets, images, frames, normal, spacing)
+    for ds in datasets:             # localizers too: only headers are kept
+        _let_go_of_pixels(ds)
+    return volume, datasets
 
 
 def _volume(datasets: list[Dataset], images: list[Dataset], frames: list[Frame],

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -40,9 +41,10 @@ AIRWAY_MIN_LENGTH_MM = 30.0
 SPLIT_CORES_MM = (3.0, 6.0, 9.0, 12.0, 15.0)  # erosions tried to part lungs that touch
 WORK_SPACING_MM = 3.0
 CUT_AREA_MM2 = 1000.0       # lungs cut by the scan: this much of them on an edge (10 cm2)
-SLAB_MIN_VOXELS = 2_000_000 # a distance transform this large is worked out in two slabs
+SLAB_MIN_VOXELS = 2_000_000  # a distance transform this large is worked out in two slabs
 Spacing = tuple[float, float, float]
 _slab_pool: ThreadPoolExecutor | None = None
+_slab_pool_lock = threading.Lock()
 _slab_workers = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else os.cpu_count() or 1)
 
@@ -318,9 +320,10 @@ def _compared(mask: np.ndarray, radius_mm: float, spacing_mm: Spacing, above: bo
 
 def _pool() -> ThreadPoolExecutor:
     global _slab_pool
-    if _slab_pool is None:
-        _slab_pool = ThreadPoolExecutor(2, thread_name_prefix="distance-slab")
-    return _slab_pool
+    with _slab_pool_lock:
+        if _slab_pool is None:
+            _slab_pool = ThreadPoolExecutor(2, thread_name_prefix="distance-slab")
+        return _slab_pool
 
 
 def bounding_box(mask: np.ndarray, margin: list[int] | None = None

@@ -33,8 +33,11 @@ def voi_linear(hu: np.ndarray, centre: float, width: float) -> np.ndarray:
 def flatten_histogram(values: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
     """Histogram equalisation over the whole volume: each value (in 0..1) → its cumulative
     share, interpolated linearly between the centres of ``bins`` equal bins."""
-    return flatten_with(values, _cdf(np.bincount(_bin_index(values, bins).ravel(),
-                                                 minlength=bins)))
+    return flatten_with(values, _cdf(_bin_counts(values, bins)))
+
+
+def _bin_counts(values: np.ndarray, bins: int) -> np.ndarray:
+    return np.bincount(_bin_index(values, bins).ravel(), minlength=bins)
 
 
 def _bin_index(values: np.ndarray, bins: int) -> np.ndarray:
@@ -54,8 +57,7 @@ def flattening_cdf(volume: CTVolume, window: tuple[float, float] | None = None) 
     centre, width = _window(volume, window)
     per_hu = _whole_hu_counts(volume.hu)
     if per_hu is None:
-        return _cdf(np.bincount(_bin_index(voi_linear(volume.hu, centre, width),
-                                           HISTOGRAM_BINS).ravel(), minlength=HISTOGRAM_BINS))
+        return _cdf(_bin_counts(voi_linear(volume.hu, centre, width), HISTOGRAM_BINS))
     hu_values = np.arange(per_hu.size).astype(np.uint16).view(np.int16).astype(np.float32)
     index = _bin_index(voi_linear(hu_values, centre, width), HISTOGRAM_BINS)
     return _cdf(np.bincount(index, weights=per_hu, minlength=HISTOGRAM_BINS))
@@ -96,10 +98,16 @@ def cnn_input(volume: CTVolume, window: tuple[float, float] | None = None) -> Cn
     return CnnInput(image=flatten_histogram(voi_linear(volume.hu, centre, width)))
 
 
-def cnn_values(hu: np.ndarray, volume: CTVolume, cdf: np.ndarray,
-               window: tuple[float, float] | None = None) -> np.ndarray:
-    """Part ``hu`` of ``volume`` as ``cnn_input`` gives it, from the volume's ``cdf``."""
-    return flatten_with(voi_linear(hu, *_window(volume, window)), cdf)
+def cnn_values(hu: np.ndarray, window: tuple[float, float], cdf: np.ndarray) -> np.ndarray:
+    """Part ``hu`` of a CT as ``cnn_input`` gives it, from the VOI ``window`` (centre, width)
+    and the whole CT's ``flattening_cdf``."""
+    return flatten_with(voi_linear(hu, *window), cdf)
+
+
+def cnn_window(volume: CTVolume, window: tuple[float, float] | None = None
+               ) -> tuple[float, float]:
+    """The VOI window of the CNN input: the bundle's, else the header's, else lung."""
+    return _window(volume, window)
 
 
 def _window(volume: CTVolume, window: tuple[float, float] | None) -> tuple[float, float]:

@@ -49,26 +49,47 @@ def test_node_analyses_a_received_series_and_keeps_the_result(tmp_path):
     log = node_log(tmp_path / "node.log")
     finished = [e for e in log if e["event"] == "analysis_finished"]
     assert finished[0]["probability"] == result["prediction"]["probability"]
-    assert 0 < next(e for e in log if e["event"] == "analysis_process_memory")["peak_rss_mb"]
+    peak = next(e for e in log if e["event"] == "analysis_process_memory")["peak_rss_mb"]
+    assert 100 < peak < 1500        # torch and the pipeline loaded; issue 19's bound
 
 
 def node_log(path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.startswith("{")]
 
 
+def ready_node(tmp_path, grace_s: float) -> tuple[NodeProcess, int]:
+    """A node whose analysis process has started (as it is in service)."""
+    port = free_port()
+    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, grace_s=grace_s,
+                          workers=1)
+    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    deadline = time.monotonic() + 240
+    while "analysis_process_ready" not in (tmp_path / "node.log").read_text():
+        assert time.monotonic() < deadline, "the analysis process never started"
+        time.sleep(0.2)
+    return node, port
+
+
+def test_the_grace_period_is_spent_on_the_analysis(tmp_path):
+    """One association: the analysis begun when it ended is the one the job takes."""
+    node, port = ready_node(tmp_path, grace_s=3.0)
+    try:
+        assert store_responses(storescu(port, SAMPLE)) == ["(Success)"] * 80
+        series = wait_for_state(node, {"done", "not_evaluable", "failed"})
+    finally:
+        node.stop()
+    assert series["state"] == "done", series
+    events = [e for e in node_log(tmp_path / "node.log") if "ahead" in e["event"]]
+    assert [(e["event"], e.get("instances")) for e in events] == [
+        ("analysis_ahead_asked", 80), ("analysis_ahead_taken", None)]
+
+
 def test_the_analysis_ahead_of_completion_is_used_only_for_the_whole_series(tmp_path):
     """A series sent in two associations within the grace period: the analysis begun after
     the first (50 of 80 slices) is not the answer; the answer is of all 80 slices."""
     files = sorted(SAMPLE.glob("*.dcm"))
-    port = free_port()
-    config = write_config(tmp_path / "node.toml", tmp_path / "var", port, grace_s=4.0,
-                          workers=1)
-    node = NodeProcess(config, port, tmp_path / "node.log").start()
+    node, port = ready_node(tmp_path, grace_s=4.0)
     try:
-        deadline = time.monotonic() + 240
-        while "analysis_process_ready" not in (tmp_path / "node.log").read_text():
-            assert time.monotonic() < deadline, "the analysis process never started"
-            time.sleep(0.2)
         assert store_responses(storescu(port, *files[:50])) == ["(Success)"] * 50
         deadline = time.monotonic() + 3
         while not any(e["event"] == "analysis_ahead_asked"
@@ -88,8 +109,7 @@ def test_the_analysis_ahead_of_completion_is_used_only_for_the_whole_series(tmp_
     assert asked[0] == 50
     taken = [e for e in events if e["event"] == "analysis_ahead_taken"]
     stale = [e for e in events if e["event"] == "analysis_ahead_stale"]
-    # either the 50-slice analysis was found stale, or it ended before the second release
-    # and one of all 80 was begun and taken
+    # the 50-slice analysis was found stale, or all 80 were analysed next and taken
     assert stale or (taken and asked[-1] == 80), (asked, taken, stale)
 
 

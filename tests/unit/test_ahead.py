@@ -95,12 +95,39 @@ def test_one_at_a_time_and_the_job_waits_for_it(series):
     go = threading.Event()
     analyse = Counting(wait=go)
     ahead = AheadOfCompletion(analyse)
-    assert ahead.start(series)
-    assert not ahead.start(series[:2])              # busy: nothing else begun
+    assert ahead.start(series[:2])
+    assert not ahead.start(series)                  # busy: asked for next
     threading.Timer(0.2, go.set).start()
     started = time.monotonic()
-    assert ahead.take(series) == "analysis of 3"    # waited for the running one
+    assert ahead.take(series) is None               # waited for the running one: stale
     assert time.monotonic() - started >= 0.15
+    assert len(analyse.calls) == 1                  # a job came: the next one never began
+
+
+def test_the_series_grown_meanwhile_is_analysed_next(series):
+    """A further association ended while the first part was analysed: the whole series is
+    analysed as soon as that ends, and the job takes it."""
+    go = threading.Event()
+    analyse = Counting(wait=go)
+    ahead = AheadOfCompletion(analyse)
+    assert ahead.start(series[:2])
+    assert not ahead.start(series)
+    go.set()
+    deadline = time.monotonic() + 10
+    while len(analyse.calls) < 2:
+        assert time.monotonic() < deadline, "the whole series was never analysed ahead"
+        time.sleep(0.01)
+    assert ahead.take(series) == "analysis of 3"
+    assert analyse.calls == [series[:2], series]
+
+
+def test_the_same_files_are_not_analysed_twice(series):
+    analyse = Counting()
+    ahead = AheadOfCompletion(analyse)
+    assert ahead.start(series)
+    ahead._thread.join()
+    assert not ahead.start(series)                  # already made, waiting for its job
+    assert ahead.take(series) == "analysis of 3"
     assert len(analyse.calls) == 1
 
 
@@ -109,3 +136,66 @@ def test_files_that_cannot_be_looked_at_begin_nothing(series, tmp_path):
     assert files_key([tmp_path / "gone.dcm"]) is None
     assert not ahead.start([*series, tmp_path / "gone.dcm"])
     assert ahead.take(series) is None
+
+
+# ---------------------------------------------------------------- the worker's side
+
+class Waiting:
+    def __init__(self, uid, last):
+        self.series_uid, self.last_received, self.open_associations = uid, last, 0
+
+
+class Index:
+    def __init__(self, fail=None):
+        self.fail = fail
+
+    def receiving_series(self):
+        if self.fail:
+            raise self.fail
+        return [Waiting("1.2.3", 20.0), Waiting("1.2.4", 10.0)]
+
+    def series_paths(self, series_uid):
+        return [f"{series_uid}/CT1.dcm"]
+
+
+class Process:
+    def __init__(self, fail=None):
+        self.sent, self.stopped, self.fail = [], False, fail
+
+    def send_ahead(self, request):
+        if self.fail:
+            raise self.fail
+        self.sent.append(request)
+
+    def stop(self):
+        self.stopped = True
+
+
+def worker_with(tmp_path, index, process):
+    from cdss_node.config import Config, NodeSection
+    from cdss_node.worker import Worker
+
+    worker = Worker(Config(node=NodeSection(data_dir=str(tmp_path))), index=index,
+                    spool_root=tmp_path)
+    worker.process = process
+    worker.series_released()
+    return worker
+
+
+def test_the_worker_asks_for_the_series_whose_job_comes_first(tmp_path):
+    worker = worker_with(tmp_path, Index(), Process())
+    worker._start_ahead()
+    assert [r.paths for r in worker.process.sent] == [(str(tmp_path / "1.2.4/CT1.dcm"),)]
+    worker._start_ahead()                           # asked once per association end
+    assert len(worker.process.sent) == 1
+
+
+@pytest.mark.parametrize("failure", ["index", "pipe"])
+def test_a_failed_ask_is_logged_and_the_worker_goes_on(tmp_path, failure):
+    import sqlite3
+
+    index = Index(sqlite3.OperationalError("database is locked") if failure == "index" else None)
+    process = Process(BrokenPipeError(32, "Broken pipe") if failure == "pipe" else None)
+    worker = worker_with(tmp_path, index, process)
+    worker._start_ahead()                           # no exception leaves it
+    assert process.sent == [] and process.stopped == (failure == "pipe")

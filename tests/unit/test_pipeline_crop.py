@@ -65,7 +65,7 @@ def lung_like(shape, seed=0, whole=True):
 
 @pytest.mark.parametrize("case", [
     "whole HU", "fractional HU (slope 0.5)", "beyond int16", "header window",
-    "bundle window", "tumor at a corner", "one value everywhere"])
+    "bundle window", "tumor at a corner", "one value everywhere", "crop inside the CT"])
 def test_ct_crop_equals_the_crop_of_the_whole_cnn_input(case):
     """The node's crop (histogram counted per HU, only the crop flattened) is the crop of the
     whole flattened volume, to the bit, on every path through it."""
@@ -86,6 +86,9 @@ def test_ct_crop_equals_the_crop_of_the_whole_cnn_input(case):
         centre = (3, 7, 142)
     elif case == "one value everywhere":
         hu[:] = -850.0
+    elif case == "crop inside the CT":                 # no padding on any side
+        shape, centre = (80, 260, 260), (40, 130, 128)
+        hu = lung_like(shape)
     volume = ct(hu, window)
     _, tumor = scene(shape, centre)
     expected = tumor_crop(cnn_input(volume, bundle_window), tumor)

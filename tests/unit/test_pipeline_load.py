@@ -148,6 +148,22 @@ def test_localizers_are_dropped_and_localizer_only_is_not_evaluable(series, tmp_
     assert reason_of([scout]) == Reason.LOCALIZER
 
 
+def test_the_headers_come_back_without_pixel_data(series, tmp_path):
+    """For SEG and SR: every file's header, the localizer's too, its pixels let go; the
+    multi-frame object's once all its frames are in."""
+    from cdss_node.pipeline.load import load_series
+
+    paths = copy(series, tmp_path)
+    scout = tmp_path / "scout.dcm"
+    shutil.copy(paths[0], scout)
+    edit(scout, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"], SOPInstanceUID=generate_uid())
+    volume, headers = load_series([*paths, scout])
+    assert len(headers) == SLICES + 1 and volume.shape[0] == SLICES
+    assert not any("PixelData" in ds for ds in headers)
+    assert {str(ds.SOPInstanceUID) for ds in headers} >= set(volume.source_instance_uids)
+    np.testing.assert_array_equal(volume.hu, load_volume(series.files).hu)
+
+
 def test_duplicate_positions(series, tmp_path):
     paths = copy(series, tmp_path)
     twin = tmp_path / "twin.dcm"
@@ -238,3 +254,20 @@ def test_lossy_compression_is_read_from_the_header_and_the_transfer_syntax(synta
     if said is not None:
         ds.LossyImageCompression = said
     assert lossy_compressed(ds) is lossy
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32", "uint32",
+                                   "float32", "float64"])
+@pytest.mark.parametrize("slope, intercept", [(1.0, -1024.0), (0.5, -1000.5), (2.0, 0.0)])
+def test_rescale_in_place_equals_the_plain_expression(dtype, slope, intercept):
+    from cdss_node.pipeline.load import rescale_into
+
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    low, high = (info.min, info.max) if info else (-5000.0, 5000.0)
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(low, high, size=(16, 16)).astype(dtype)
+    pixels.flat[:2] = (low, high)
+    out = np.empty(pixels.shape, np.float32)
+    rescale_into(out, pixels, slope, intercept)
+    expected = (pixels * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    np.testing.assert_array_equal(out, expected)
