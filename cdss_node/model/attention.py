@@ -8,7 +8,7 @@ rectified, is the fold's map, resized to the network's image input and scaled to
 1. The ensemble's map is the mean of the folds' maps, as its probability is the mean of theirs.
 Grad-CAM (Selvaraju et al. 2017) would first average each gradient over space, and so light up
 every place where a channel is active, also where the logit does not read it. On the CPU
-profile's bundle, HiResCAM put 5.7 times chance of its sum into the planted halo, Grad-CAM 2.5
+profile's bundle, HiResCAM put 6.0 times chance of its sum into the planted halo, Grad-CAM 2.5
 times (``cdss-train attention``).
 
 The maps go back onto the tumor crop (the window the network reads, ``image_window``) and from
