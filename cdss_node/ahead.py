@@ -78,19 +78,16 @@ class AheadOfCompletion(Generic[T]):
             if self._thread is not None and self._thread.is_alive():
                 self._next = list(paths)
                 return False
-            return self._begin(list(paths))
+            self._begin(list(paths), key)
+            return True
 
-    def _begin(self, paths: list[Path]) -> bool:
-        """(With the lock held.) The analysis of ``paths`` in a thread of its own; False where
-        a file cannot be looked at."""
-        key = files_key(paths)          # before reading: a later change makes it stale
-        if key is None:
-            return False
+    def _begin(self, paths: list[Path], key: tuple[FileIdentity, ...]) -> None:
+        """(With the lock held.) The analysis of ``paths`` in a thread of its own; ``key`` is
+        taken before the files are read, so that a later change makes the result stale."""
         self._done, self._running = None, key   # one kept: the newest
         self._thread = threading.Thread(target=self._run, args=(paths, key),
                                         name="cdss-ahead", daemon=True)
         self._thread.start()
-        return True
 
     def _run(self, paths: list[Path], key: tuple[FileIdentity, ...]) -> None:
         started = time.perf_counter()
@@ -102,8 +99,9 @@ class AheadOfCompletion(Generic[T]):
         with self._lock:
             self._done, self._running = done, None
             following, self._next = self._next, None
-            if following is not None:
-                self._begin(following)
+            key = files_key(following) if following is not None else None
+            if key is not None:
+                self._begin(following, key)
 
     def take(self, paths: Sequence[Path]) -> T | None:
         """The result for exactly these files, if one was made ahead; waits for a running

@@ -54,7 +54,7 @@ def _cdf(counts: np.ndarray) -> np.ndarray:
 def flattening_cdf(volume: CTVolume, window: tuple[float, float] | None = None) -> np.ndarray:
     """The cumulative histogram ``flatten_histogram`` builds from the whole windowed volume,
     without windowing the whole volume where its HU are whole numbers."""
-    centre, width = _window(volume, window)
+    centre, width = cnn_window(volume, window)
     per_hu = _whole_hu_counts(volume.hu)
     if per_hu is None:
         return _cdf(_bin_counts(voi_linear(volume.hu, centre, width), HISTOGRAM_BINS))
@@ -94,7 +94,7 @@ def flatten_with(values: np.ndarray, cdf: np.ndarray) -> np.ndarray:
 
 def cnn_input(volume: CTVolume, window: tuple[float, float] | None = None) -> CnnInput:
     """``window`` from the model bundle wins; else the header's first window; else lung."""
-    centre, width = _window(volume, window)
+    centre, width = cnn_window(volume, window)
     return CnnInput(image=flatten_histogram(voi_linear(volume.hu, centre, width)))
 
 
@@ -107,8 +107,4 @@ def cnn_values(hu: np.ndarray, window: tuple[float, float], cdf: np.ndarray) -> 
 def cnn_window(volume: CTVolume, window: tuple[float, float] | None = None
                ) -> tuple[float, float]:
     """The VOI window of the CNN input: the bundle's, else the header's, else lung."""
-    return _window(volume, window)
-
-
-def _window(volume: CTVolume, window: tuple[float, float] | None) -> tuple[float, float]:
     return window or volume.window or LUNG_WINDOW

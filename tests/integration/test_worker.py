@@ -13,7 +13,7 @@ from cdss_node.jobs import DEFAULT_BUNDLE, AnalysisRequest, AnalysisSettings
 from cdss_node.worker import AnalysisFailed, AnalysisProcess
 from tests.conftest import REPO, free_port
 from tests.integration.dcmtk import store_responses, storescu
-from tests.integration.nodeproc import NodeProcess, write_config
+from tests.integration.nodeproc import NodeProcess, wait_until, write_config
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "sample_dicom" / "series"
@@ -63,10 +63,8 @@ def ready_node(tmp_path, grace_s: float) -> tuple[NodeProcess, int]:
     config = write_config(tmp_path / "node.toml", tmp_path / "var", port, grace_s=grace_s,
                           workers=1)
     node = NodeProcess(config, port, tmp_path / "node.log").start()
-    deadline = time.monotonic() + 240
-    while "analysis_process_ready" not in (tmp_path / "node.log").read_text():
-        assert time.monotonic() < deadline, "the analysis process never started"
-        time.sleep(0.2)
+    wait_until(lambda: "analysis_process_ready" in (tmp_path / "node.log").read_text(),
+               what="the analysis process started", interval=0.2)
     return node, port
 
 
@@ -91,11 +89,9 @@ def test_the_analysis_ahead_of_completion_is_used_only_for_the_whole_series(tmp_
     node, port = ready_node(tmp_path, grace_s=4.0)
     try:
         assert store_responses(storescu(port, *files[:50])) == ["(Success)"] * 50
-        deadline = time.monotonic() + 3
-        while not any(e["event"] == "analysis_ahead_asked"
-                      for e in node_log(tmp_path / "node.log")):
-            assert time.monotonic() < deadline, "no analysis ahead was asked for"
-            time.sleep(0.05)
+        wait_until(lambda: any(e["event"] == "analysis_ahead_asked"
+                               for e in node_log(tmp_path / "node.log")),
+                   timeout=3, what="an analysis ahead asked for", interval=0.05)
         assert store_responses(storescu(port, *files[50:])) == ["(Success)"] * 30
         series = wait_for_state(node, {"done", "not_evaluable", "failed"})
     finally:

@@ -3,6 +3,7 @@ import pytest
 
 from cdss_node.pipeline.crop import tumor_crop
 from cdss_node.pipeline.records import CnnInput, TumorMask
+from tests.unit.test_pipeline_preprocess import volume as ct
 
 
 def scene(shape, centre):
@@ -45,16 +46,6 @@ def test_no_tumor_no_crop():
 
 # ---------------------------------------------------------------- the node's crop from the CT
 
-def ct(hu: np.ndarray, window=None):
-    from cdss_node.pipeline.records import CTVolume, HeaderFacts
-
-    n = hu.shape[0]
-    return CTVolume(hu=hu.astype(np.float32), spacing_mm=(1.0, 1.0, 1.0), origin_mm=(0, 0, 0),
-                    direction=((1, 0, 0), (0, 1, 0), (0, 0, 1)),
-                    source_instance_uids=("1.2",) * n, source_frame_numbers=(0,) * n,
-                    study_uid="1.2", series_uid="1.2.3", window=window, header=HeaderFacts())
-
-
 def lung_like(shape, seed=0, whole=True):
     """Air, lung, soft tissue and bone in random proportions, whole HU or not."""
     rng = np.random.default_rng(seed)
@@ -89,7 +80,7 @@ def test_ct_crop_equals_the_crop_of_the_whole_cnn_input(case):
     elif case == "crop inside the CT":                 # no padding on any side
         shape, centre = (80, 260, 260), (40, 130, 128)
         hu = lung_like(shape)
-    volume = ct(hu, window)
+    volume = ct(hu, window)           # test_pipeline_preprocess's CTVolume of 1 mm voxels
     _, tumor = scene(shape, centre)
     expected = tumor_crop(cnn_input(volume, bundle_window), tumor)
     found = ct_tumor_crop(volume, tumor, bundle_window)
