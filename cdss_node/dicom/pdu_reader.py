@@ -24,7 +24,7 @@ from pynetdicom import evt
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 
-from cdss_node.dicom import connections, dimse_fast, wire
+from cdss_node.dicom import connections, dimse_fast, dul_store, wire
 from cdss_node.logs import get_logger
 
 log = get_logger(__name__)
@@ -75,6 +75,8 @@ def read_pdu(self: DULServiceProvider) -> None:
     elif pdu_bytes[0] == A_ASSOCIATE_RQ_TYPE:
         self.cdss_associate_rq_read = True     # no longer a pending connection
     try:
+        if pdu_bytes[0] == P_DATA_TF_TYPE and dul_store.take(self, pdu_bytes):
+            return
         pdu, event = _decode(self, pdu_bytes)
     except Exception as error:  # as pynetdicom: an undecodable PDU is Evt19, never a crash
         log.warning("pdu_undecodable", error=f"{type(error).__name__}: {error}"[:200])

@@ -29,9 +29,12 @@ from typing import Callable
 
 from pynetdicom import association, dimse, dul
 
-from cdss_node.dicom import wire
+from cdss_node.dicom import dul_store, wire
 
 ASSOCIATION_NAP_S = 0.001  # the association reactor's hard-coded nap
+# Where the DUL thread serves the requests, the association thread still looks, after each nap,
+# at its idle timer and whether the DUL thread lives; both are checks of seconds.
+SERVED_NAP_S = 0.02
 
 
 class QueueWaitClock:
@@ -57,10 +60,16 @@ def wait_on_queue(waiting_on: queue.Queue, seconds: float) -> None:
 
 
 def association_nap(thread: threading.Thread, seconds: float) -> bool:
+    """The association reactor's nap: until a DIMSE message is queued for it; where the DUL
+    thread serves the messages (``dul_store``), until the DUL queues it a release or abort
+    indication, the only work left to it, at most ``SERVED_NAP_S``."""
     if not (isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S
             and _tuned(thread.ae)):
         return False
-    wait_on_queue(thread.dimse.msg_queue, seconds)
+    if dul_store.serving(thread.dul) and not thread.dul.to_user_queue.queue:
+        wait_on_queue(thread.dul.to_user_queue, SERVED_NAP_S)
+    else:
+        wait_on_queue(thread.dimse.msg_queue, seconds)
     return True
 
 
