@@ -101,6 +101,12 @@ def serving(dul) -> bool:
     return server is not None and not server.handed_over
 
 
+def mid_message(dul) -> bool:
+    """Has the DUL thread begun a message whose fragments are still to come?"""
+    server = getattr(dul, "cdss_dul_store", None)
+    return server is not None and server.message is not None and not server.handed_over
+
+
 def _established(dul) -> bool:
     """Sta6 and the accepting thread done (EVT_ACCEPTED handled, ``is_established`` set)."""
     deadline = time.monotonic() + ESTABLISHED_WAIT_S

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
-from structlog.contextvars import bound_contextvars
+from structlog.contextvars import bind_contextvars
 
 from cdss_node.config import Config
 from cdss_node.dicom import checks, connections, transport, wire
@@ -28,18 +28,24 @@ from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from cdss_node.logs import get_logger
 from cdss_node.monitor.telemetry import Telemetry
 from cdss_node.store.index import Index, InstanceRecord
-from cdss_node.store.spool import Spool
+from cdss_node.store.spool import FreeSpace, Spool
 
 log = get_logger(__name__)
 
 ARTIM_S = 30.0   # pynetdicom's ARTIM: the longest a connection may wait to associate
+# Index rows of an association's stored instances are written this many at a time (one
+# transaction of 64 costs about what 5 single ones do); the first instance of each series in
+# an association is written at once, tying the series to the open association so that it
+# cannot complete meanwhile, and the rest when the association ends.
+INDEX_BATCH = 64
 # A-ASSOCIATE-RJ: rejected-permanent, service-user, calling-AE-title-not-recognized
 _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 
 @dataclass
 class AssociationTally:
-    """What one association did; logged when it ends."""
+    """What one association did; logged when it ends. Also its instances stored and answered
+    but not yet in the index (``pending``, see ``Receiver._write``)."""
 
     association_id: int
     calling_aet: str
@@ -47,6 +53,9 @@ class AssociationTally:
     duplicates: int = 0
     series: set[str] = field(default_factory=set)  # series already tied to it in the index
     refused: dict[str, int] = field(default_factory=dict)
+    pending: list[InstanceRecord] = field(default_factory=list)
+    ended: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Receiver:
@@ -61,6 +70,7 @@ class Receiver:
         self.spool = spool
         self.on_association_end = on_association_end
         self._reserve_bytes = config.store.reserve_mb * 1024 * 1024
+        self._free_space = FreeSpace(spool.free_bytes)
         self._log_instances = config.logging.level == "debug"  # a skipped call costs 30 us
         self._server = None
         self.ae = None
@@ -180,25 +190,71 @@ class Receiver:
                 return
             event.assoc.cdss_ended = True
         outcome = getattr(event.assoc.dul, "cdss_outcome", None) or outcome
+        with tally.lock:
+            tally.ended = True
+        self._index_pending(tally)
         self.index.close_association(tally.association_id, outcome)
         log.info("association_ended", association_id=tally.association_id, outcome=outcome,
                  calling_aet=tally.calling_aet, stored=tally.stored,
                  duplicates=tally.duplicates, refused=tally.refused)
         self.on_association_end()
 
+    # ------------------------------------------------------------ index rows
+
+    def _index(self, tally: AssociationTally, record: InstanceRecord) -> None:
+        """The index row of an instance now in the spool. The spool file, renamed into
+        place before the answer, is the durable record: a row still pending when the node
+        dies is written at its next start (``store.orphans``), so nothing answered with
+        Success is lost. Rows are written in order: a new series' first row and those pending
+        before it at once, the others ``INDEX_BATCH`` at a time and when the association ends
+        (also for a store that finishes after that)."""
+        if record.series_uid not in tally.series:
+            self._index_pending(tally, first_of_series=record)
+            tally.series.add(record.series_uid)
+            return
+        with tally.lock:
+            tally.pending.append(record)
+            due = tally.ended or len(tally.pending) >= INDEX_BATCH
+        if due:
+            self._index_pending(tally)
+
+    def _index_pending(self, tally: AssociationTally,
+                       first_of_series: InstanceRecord | None = None) -> None:
+        with tally.lock:
+            batch = [(r, False) for r in tally.pending]
+            tally.pending = []
+        if first_of_series is not None:
+            batch.append((first_of_series, True))
+        if not batch:
+            return
+        try:
+            moved = self.index.record_instances(batch)
+        except Exception:
+            with tally.lock:      # kept for the next write; at worst for the next start
+                tally.pending[:0] = [r for r, link in batch if not link]
+            if first_of_series is not None:
+                raise             # answered with a failure status: the peer sends it again
+            log.exception("index_write_failed", pending=len(batch))
+            return
+        for (record, _), moved_from in zip(batch, moved):
+            if moved_from:      # the same SOP Instance UID, now under another study or series
+                self.spool.remove(moved_from)
+                log.info("instance_moved", sop_instance_uid=record.sop_instance_uid,
+                         study_uid=record.study_uid, series_uid=record.series_uid)
+
     # ------------------------------------------------------------ C-STORE
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
         tally: AssociationTally = event.assoc.cdss_tally
-        with bound_contextvars(association_id=tally.association_id):
-            try:
-                outcome = self._store(event, tally)
-            except OSError as exc:  # disk full, permissions: out of resources
-                log.error("store_failed", error=str(exc))
-                outcome = StoreProblem(checks.OUT_OF_RESOURCES, f"cannot write: {exc.strerror}")
-            except Exception as exc:  # never let an exception escape a handler
-                log.exception("store_failed")
-                outcome = StoreProblem(checks.PROCESSING_FAILURE, type(exc).__name__)
+        bind_association(tally.association_id)
+        try:
+            outcome = self._store(event, tally)
+        except OSError as exc:  # disk full, permissions: out of resources
+            log.error("store_failed", error=str(exc))
+            outcome = StoreProblem(checks.OUT_OF_RESOURCES, f"cannot write: {exc.strerror}")
+        except Exception as exc:  # never let an exception escape a handler
+            log.exception("store_failed")
+            outcome = StoreProblem(checks.PROCESSING_FAILURE, type(exc).__name__)
         if isinstance(outcome, StoreProblem):
             tally.refused[hex(outcome.status)] = tally.refused.get(hex(outcome.status), 0) + 1
             self.telemetry.refused_store(outcome.status, outcome.comment, tally.calling_aet)
@@ -218,7 +274,7 @@ class Receiver:
             return StoreProblem(checks.OUT_OF_RESOURCES, received.refusal)
         if received.size > self.config.node.max_dataset_mb * wire.MIB:  # pynetdicom's path
             return StoreProblem(checks.OUT_OF_RESOURCES, "dataset larger than max_dataset_mb")
-        if self.spool.free_bytes() - received.size < self._reserve_bytes:
+        if not self._free_space.take(received.size, self._reserve_bytes):
             log.warning("store_refused_disk_reserve", reserve_mb=self.config.store.reserve_mb)
             return StoreProblem(checks.OUT_OF_RESOURCES, "disk below the configured reserve")
         return None
@@ -234,8 +290,7 @@ class Receiver:
         problem = header if isinstance(header, StoreProblem) else checks.image_problem(scan, ts)
         if problem:
             return self._refused(problem, event)
-        with bound_contextvars(study_uid=header.study_uid, series_uid=header.series_uid):
-            return self._write(event, received, header, tally)
+        return self._write(event, received, header, tally)
 
     def _refused(self, problem: StoreProblem, event: evt.Event) -> StoreProblem:
         log.warning("store_refused", status=hex(problem.status), reason=problem.comment,
@@ -253,26 +308,23 @@ class Receiver:
                 tally.series.add(known.series_uid)
             tally.duplicates += 1
             if self._log_instances:
-                log.debug("instance_duplicate", sop_instance_uid=sop_uid)
+                log.debug("instance_duplicate", sop_instance_uid=sop_uid,
+                          study_uid=header.study_uid, series_uid=header.series_uid)
             return None
         meta = file_meta(header.sop_class_uid, sop_uid, event.context.transfer_syntax,
                          tally.calling_aet)
         self.spool.write_atomic(path, meta, received.chunk())
-        moved_from = self.index.record_instance(InstanceRecord(
+        self._index(tally, InstanceRecord(
             sop_instance_uid=sop_uid, sop_class_uid=header.sop_class_uid,
             study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
             transfer_syntax_uid=event.context.transfer_syntax,
             path=str(path.relative_to(self.spool.root)), size=len(meta) + received.size,
-            association_id=tally.association_id),
-            link_association=header.series_uid not in tally.series)
-        if moved_from:      # the same SOP Instance UID, now under another study or series
-            self.spool.remove(moved_from)
-            log.info("instance_moved", sop_instance_uid=sop_uid)
-        tally.series.add(header.series_uid)
+            association_id=tally.association_id))
         tally.stored += 1
         self.telemetry.instances_received.inc()
         if self._log_instances:
-            log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None)
+            log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None,
+                      study_uid=header.study_uid, series_uid=header.series_uid)
         return None
 
 
@@ -280,6 +332,18 @@ class Receiver:
 def transfer_syntax(uid: str) -> UID:
     """A negotiated transfer syntax as a pydicom UID, made once (``UID()`` validates: 60 us)."""
     return UID(uid)
+
+
+_thread_bound = threading.local()
+
+
+def bind_association(association_id: int) -> None:
+    """Name the association in every log line of this thread from now on. A thread that runs
+    the C-STORE handler serves one association (pynetdicom makes two per association), so
+    it is bound once, not per instance (``bound_contextvars`` cost 40 us a store)."""
+    if getattr(_thread_bound, "association_id", None) != association_id:
+        bind_contextvars(association_id=association_id)
+        _thread_bound.association_id = association_id
 
 
 def _status(problem: StoreProblem) -> Dataset:

@@ -11,7 +11,10 @@ with the poll and a PDU read into one buffer, 605 without pynetdicom's logging h
 (dcmtk storescp in the same runs: 700-800); C-STORE messages then take ``dimse_fast``.
 With the receiver's handler in place the node reached 0.40-0.46x storescp; serving C-STOREs
 on the DUL thread that reads them (``dul_store``: no hand-offs to the association thread,
-which then naps until a release or abort) brought it to 0.63-0.69x.
+which then naps until a release or abort) brought it to 0.63-0.69x; index rows in batches
+(``receiver.INDEX_BATCH``), the disk's free space read once a second (``spool.FreeSpace``),
+the log context bound once per thread and the rest of a message read without a reactor turn
+(``pdu_reader``) to 0.75-0.79x (``bench/ingest.py``, 7-11 interleaved runs).
 
 Every patch acts only for the associations of an AE that carries ``wire`` limits (the
 receiver's) and hands every other association to pynetdicom's own code. ``apply`` installs

@@ -164,25 +164,34 @@ class Index:
         ``link_association`` False: the association is already tied to the series. Returns the
         spool path the instance had until now if it was another one (it moved to another
         study or series): that file is no longer referenced."""
+        return self.record_instances([(rec, link_association)])[0]
+
+    def record_instances(self, batch: list[tuple[InstanceRecord, bool]]) -> list[str | None]:
+        """``record_instance`` for each (record, link_association) in order, in one
+        transaction: the receiver's batches."""
         now = time.time()
         with self.transaction() as db:
-            before = db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
-                                (rec.sop_instance_uid,)).fetchone()
-            self._touch_series(db, rec, now)
-            db.execute(
-                "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
-                "transfer_syntax_uid, path, size, received_at, association_id) "
-                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sop_instance_uid) DO UPDATE SET "
-                "series_uid=excluded.series_uid, sop_class_uid=excluded.sop_class_uid, "
-                "transfer_syntax_uid=excluded.transfer_syntax_uid, path=excluded.path, "
-                "size=excluded.size, received_at=excluded.received_at, "
-                "association_id=excluded.association_id",
-                (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
-                 rec.transfer_syntax_uid, rec.path, rec.size, now,
-                 rec.association_id))
-            if rec.association_id is not None and link_association:
-                db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
-                           (rec.series_uid, rec.association_id))
+            return [self._record(db, rec, link, now) for rec, link in batch]
+
+    def _record(self, db: sqlite3.Connection, rec: InstanceRecord, link_association: bool,
+                now: float) -> str | None:
+        before = db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
+                            (rec.sop_instance_uid,)).fetchone()
+        self._touch_series(db, rec, now)
+        db.execute(
+            "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
+            "transfer_syntax_uid, path, size, received_at, association_id) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sop_instance_uid) DO UPDATE SET "
+            "series_uid=excluded.series_uid, sop_class_uid=excluded.sop_class_uid, "
+            "transfer_syntax_uid=excluded.transfer_syntax_uid, path=excluded.path, "
+            "size=excluded.size, received_at=excluded.received_at, "
+            "association_id=excluded.association_id",
+            (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
+             rec.transfer_syntax_uid, rec.path, rec.size, now,
+             rec.association_id))
+        if rec.association_id is not None and link_association:
+            db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
+                       (rec.series_uid, rec.association_id))
         return before["path"] if before and before["path"] != rec.path else None
 
     def note_association(self, series_uid: str, association_id: int) -> None:

@@ -202,3 +202,61 @@ def test_an_instance_sent_again_under_another_series_leaves_no_orphan_file(
     assert not old_folder.exists()
     spooled = [p for p in node.spool.root.rglob("*.dcm") if node.spool.tmp not in p.parents]
     assert [p.name for p in spooled] == [f"{ds.SOPInstanceUID}.dcm"]
+
+
+def _open_association(node: Node, files: list[Path]):
+    from pynetdicom import AE
+
+    datasets = [pydicom.dcmread(f) for f in files]
+    ae = AE(ae_title="PYNETDICOM")
+    ae.add_requested_context(datasets[0].SOPClassUID, datasets[0].file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", node.config.node.port, ae_title="CDSS_EGFR")
+    assert assoc.is_established
+    return assoc, datasets
+
+
+def test_an_open_association_holds_its_series_while_its_rows_wait(node, small_series):
+    """After a series' first row, an association's rows are written in batches; the first
+    ties the series to the open association, so it does not complete while more may come."""
+    import time
+
+    assoc, datasets = _open_association(node, small_series.files[:3])
+    try:
+        assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0, 0]
+        time.sleep(4 * node.config.series.grace_s)
+        assert only_series(node).state == "receiving"
+        assert instances(node) == 1                 # the other two wait for the batch
+    finally:
+        assoc.release()
+    assert node.wait_until_settled(10)
+    assert (only_series(node).state, instances(node)) == ("queued", 3)
+
+
+def test_a_batch_the_index_refused_is_written_with_the_next(node, small_series, monkeypatch):
+    import sqlite3
+
+    from structlog.testing import capture_logs
+
+    from cdss_node.dicom import receiver
+
+    monkeypatch.setattr(receiver, "INDEX_BATCH", 1)
+    plain, failed = node.index.record_instances, []
+
+    def refuse_once(batch):
+        if len(batch) == 1 and not batch[0][1] and not failed:
+            failed.append(batch[0][0].sop_instance_uid)
+            raise sqlite3.OperationalError("database is locked")
+        return plain(batch)
+
+    monkeypatch.setattr(node.index, "record_instances", refuse_once)
+    assoc, datasets = _open_association(node, small_series.files[:3])
+    try:
+        with capture_logs() as logs:
+            assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0, 0]
+        assert failed == [datasets[1].SOPInstanceUID]
+        assert instances(node) == 3                 # the refused row came with the third
+    finally:
+        assoc.release()
+    assert [e["pending"] for e in logs if e["event"] == "index_write_failed"] == [1]
+    assert node.wait_until_settled(10)
+    assert (only_series(node).state, instances(node)) == ("queued", 3)

@@ -102,3 +102,36 @@ def test_an_end_between_pdus_is_none_and_an_unknown_type_is_refused(pair):
         pdu_reader.receive_pdu(a, LIMITS)
     b.close()
     assert pdu_reader.receive_pdu(a, LIMITS) is None
+
+
+def test_the_rest_of_a_message_is_read_on_only_if_it_is_here_and_nothing_else_waits():
+    import queue
+    import socket
+    from types import SimpleNamespace
+
+    from cdss_node.dicom import dul_store
+    from cdss_node.dicom.pdu_reader import _rest_of_message_waiting
+
+    ours, peer = socket.socketpair()
+    server = dul_store.DulStore(limits=None)
+    dul = SimpleNamespace(cdss_dul_store=server, _kill_thread=False,
+                          to_provider_queue=queue.Queue(), event_queue=queue.Queue())
+    try:
+        peer.sendall(b"\x04")
+        assert not _rest_of_message_waiting(dul, ours)        # no message begun
+        server.message = dul_store.StoreMessage(context_id=1)
+        assert _rest_of_message_waiting(dul, ours)            # begun, and bytes are here
+        dul.to_provider_queue.put("an A-ABORT to send")
+        assert not _rest_of_message_waiting(dul, ours)        # the reactor's turn first
+        dul.to_provider_queue.get()
+        dul.event_queue.put("Evt18")
+        assert not _rest_of_message_waiting(dul, ours)
+        dul.event_queue.get()
+        ours.recv(1)
+        assert not _rest_of_message_waiting(dul, ours)        # nothing here: never waits
+        server.handed_over = True
+        peer.sendall(b"\x04")
+        assert not _rest_of_message_waiting(dul, ours)        # pynetdicom's association
+    finally:
+        ours.close()
+        peer.close()

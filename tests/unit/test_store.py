@@ -265,3 +265,25 @@ def test_a_series_received_again_after_its_purge_is_purged_again(tmp_path, index
     assert purge_finished_series(index, spool, 30, now=time.time() + 31 * 86400) == ["1.2.3"]
     assert not (spool.root / "1.2" / "1.2.3").exists()
     assert index.query("SELECT COUNT(*) FROM instances")[0][0] == 0
+
+
+def test_free_space_is_read_once_a_while_and_counts_what_was_taken_since():
+    from cdss_node.store.spool import FreeSpace
+
+    readings = []
+
+    def read_free() -> int:
+        readings.append(1)
+        return 1000
+
+    free = FreeSpace(read_free, interval_s=3600, recheck_bytes=700)
+    assert free.take(300, reserve=100)          # 1000 - 300 >= 100
+    assert free.take(300, reserve=100)          # 400 left
+    assert not free.take(350, reserve=100)      # would leave 50: refused, nothing counted
+    assert free.take(300, reserve=0)            # 100 left, no reserve: taken
+    assert len(readings) == 1                   # all of it on one reading
+    assert free.take(900, reserve=100)          # 900 >= 700 taken: read again, 1000 free
+    assert len(readings) == 2
+    every_time = FreeSpace(read_free, interval_s=0.0)
+    every_time.take(1, 0), every_time.take(1, 0)
+    assert len(readings) == 4                   # interval 0: a reading at every take
