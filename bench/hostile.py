@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ingest import DCMTK_ENV, series_folder  # noqa: E402
+from cdss_node.config import SeriesSection  # noqa: E402
 from tests.integration.nodeproc import wait_until  # noqa: E402
 from tests.integration.rawpeer import associate_rq, p_data  # noqa: E402
 from tests.reliability.loadrun import LoadNode  # noqa: E402
@@ -158,7 +159,7 @@ def main() -> None:
 
 
 def run(args, source: Path, work: Path) -> None:
-    node = LoadNode(work, grace_s=2.0, check_interval_s=0.5).start()
+    node = LoadNode(work, grace_s=SeriesSection.grace_s, check_interval_s=SeriesSection.check_interval_s).start()
     stop, tally = threading.Event(), Counter()
     try:
         baseline = send(node.port, relabelled(source, work, "baseline"))

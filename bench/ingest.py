@@ -5,7 +5,7 @@
 Both receivers get the same synthetic CT series from dcmtk's storescu (+sd), with TCP_NODELAY=1
 for the dcmtk programs. Prints images/s for each, the ratio node / storescp, and for the node
 the seconds from the association's release to the series being marked complete (with the
-default grace of 2 s).
+default grace of 1.9 s).
 Not a test: it asserts nothing.
 """
 
@@ -24,11 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cdss_node.config import SeriesSection  # noqa: E402
 from tests.conftest import free_port, write_series  # noqa: E402
 from tests.integration.nodeproc import NodeProcess, wait_for_port, write_config  # noqa: E402
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-GRACE_S = 2.0  # the node's default completion grace
+GRACE_S = SeriesSection.grace_s  # the node's default completion grace
 CHECK_INTERVAL_S = 0.5  # and its default interval of completion checks
 
 

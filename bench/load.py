@@ -7,7 +7,7 @@ The scenario of tests/reliability/test_load.py, parameterised: distinct syntheti
 (each its own Study and Series UIDs, the phantom's tumor in each) are generated once; then
 ``--associations`` dcmtk ``storescu +sd`` processes are started together, each sending
 ``--series-per-association`` series in one association (TCP_NODELAY=1 for the dcmtk programs).
-The node (one process, workers = 1, its defaults otherwise: grace 2 s, checks every 0.5 s) has
+The node (one process, workers = 1, its defaults otherwise: grace 1.9 s, checks every 0.5 s) has
 dcmtk storescp as its PACS; ``--early`` series are sent first, and the concurrent senders start
 once their analysis has begun, so the node receives while it analyses. The peer is
 ``storescp --fork`` (one process per association, so it serves them concurrently too), given
@@ -35,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cdss_node.config import SeriesSection  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.nodeproc import read_metrics, wait_for_port, wait_until  # noqa: E402
 from tests.reliability.loadrun import (  # noqa: E402
@@ -42,7 +43,7 @@ from tests.reliability.loadrun import (  # noqa: E402
     send_concurrently, start_storescp)
 
 OUT = REPO / "bench" / "out"
-GRACE_S, CHECK_INTERVAL_S = 2.0, 0.5  # the node's defaults
+GRACE_S, CHECK_INTERVAL_S = SeriesSection.grace_s, SeriesSection.check_interval_s
 
 
 def wave(made: list[LoadSeries], args) -> tuple[list[LoadSeries], list[list[LoadSeries]]]:

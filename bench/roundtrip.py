@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 import pydicom  # noqa: E402
 
 from bench.analyze import OUT, chest_ct  # noqa: E402
+from cdss_node.config import SeriesSection  # noqa: E402
 from bench.real_series import lung2_series  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.integration.nodeproc import (  # noqa: E402
@@ -47,7 +48,7 @@ def one_run(paths: list[Path], work: Path, ahead: bool = True) -> dict[str, floa
     received.mkdir()
     pacs = subprocess.Popen(["storescp", "-aet", "PACS", "-od", str(received), str(pacs_port)],
                             env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    config = write_config(work / "node.toml", work / "var", port, grace_s=2.0,
+    config = write_config(work / "node.toml", work / "var", port, grace_s=SeriesSection.grace_s,
                           check_interval_s=0.5, workers=1)
     with open(config, "a") as f:    # write_config ends with its [analysis] table
         f.write(f"ahead_of_completion = {'true' if ahead else 'false'}\n")

@@ -93,7 +93,7 @@ class StoreSection:
 @dataclass(frozen=True)
 class SeriesSection:
     grace_s: float = _key(
-        2.0, "Seconds after the association's release with no new instance: series complete.",
+        1.9, "Seconds after the association's release with no new instance: series complete.",
         min=0.0,
     )
     quiet_s: float = _key(

@@ -19,7 +19,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class CompletionRule:
-    grace_s: float = 2.0
+    grace_s: float = 1.9
     quiet_s: float = 30.0
 
     def __post_init__(self) -> None:
