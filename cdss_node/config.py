@@ -79,8 +79,9 @@ class StoreSection:
     )
     fsync: bool = _key(
         False,
-        "true: every instance and index row reaches the disk before success is answered "
-        "(survives power loss, slower). false: survives a crash of the node, not of the machine.",
+        "true: every instance file reaches the disk before success is answered, and index "
+        "rows are committed with synchronous=FULL (survives power loss, slower). false: "
+        "survives a crash of the node, not of the machine.",
     )
     retention_days: int = _key(
         30, "Days the spool keeps instances of series whose analysis has finished.", min=1

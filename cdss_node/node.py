@@ -102,6 +102,7 @@ class Node:
 
     def _check_completion(self) -> None:
         self.telemetry.beat("completion")
+        self.receiver.index_pending()
         if self.tracker.check() and self.worker:
             self.worker.wake()
 

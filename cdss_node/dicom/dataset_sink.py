@@ -143,12 +143,18 @@ def decode_msg(self: DIMSEMessage, primitive: P_DATA, assoc=None) -> bool:
     return False
 
 
+def check_command_size(have: int, fragment) -> None:
+    """Raise if a command set of ``have`` bytes would grow past ``wire.MAX_COMMAND_BYTES``
+    with ``fragment`` (a PDV value, its control header first)."""
+    if have + len(fragment) - 1 > wire.MAX_COMMAND_BYTES:
+        raise CommandSetTooLong(f"command set longer than {wire.MAX_COMMAND_BYTES} bytes")
+
+
 def _command_fragment(message: DIMSEMessage, context_id: int, data, control: int,
                       limits: wire.WireLimits) -> bool:
     """Add a command fragment; True when the message is complete without a dataset."""
     buffer = message.encoded_command_set
-    if buffer.tell() + len(data) - 1 > wire.MAX_COMMAND_BYTES:
-        raise CommandSetTooLong(f"command set longer than {wire.MAX_COMMAND_BYTES} bytes")
+    check_command_size(buffer.tell(), data)
     buffer.write(memoryview(data)[1:])
     if not control & 2:
         return False

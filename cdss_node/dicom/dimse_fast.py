@@ -102,7 +102,7 @@ def command_elements(encoded: bytes) -> dict[int, bytes] | None:
     return elements if offset == len(encoded) else None
 
 
-def _usual_store_request(elements: dict[int, bytes] | None) -> bool:
+def usual_store_request(elements: dict[int, bytes] | None) -> bool:
     """Only the usual elements, each of its usual length, UIDs in ASCII, a C-STORE-RQ."""
     if elements is None or not all(tag in elements for tag in _REQUIRED):
         return False
@@ -126,18 +126,24 @@ def _uid(value: bytes) -> str:
 def store_request_primitive(self: C_STORE_RQ) -> C_STORE:
     """The C-STORE request primitive of a received C-STORE-RQ message."""
     elements = command_elements(self.encoded_command_set.getvalue()) if _fast_here() else None
-    if not _usual_store_request(elements):
+    if not usual_store_request(elements):
         return _ORIGINAL[(C_STORE_RQ, "message_to_primitive")](self)
+    primitive = store_primitive(elements, self.context_id)
+    primitive.DataSet = self.data_set
+    primitive._dataset_path = self._data_set_path
+    primitive._dataset_file = self._data_set_file
+    return primitive
+
+
+def store_primitive(elements: dict[int, bytes], context_id: int) -> C_STORE:
+    """The C-STORE request primitive of a usual C-STORE-RQ's command elements."""
     primitive = C_STORE()
     primitive.MessageID = _us(elements[MESSAGE_ID])
     primitive.AffectedSOPClassUID = _uid(elements[AFFECTED_SOP_CLASS])
     primitive.AffectedSOPInstanceUID = _uid(elements[AFFECTED_SOP_INSTANCE])
     if PRIORITY in elements:
         primitive.Priority = _us(elements[PRIORITY])
-    primitive.DataSet = self.data_set
-    primitive._context_id = self.context_id
-    primitive._dataset_path = self._data_set_path
-    primitive._dataset_file = self._data_set_file
+    primitive._context_id = context_id
     return primitive
 
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 
 from pynetdicom import evt
+from pynetdicom.dul import DULServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
@@ -39,7 +40,7 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification
 
 from cdss_node.dicom import dimse_fast, wire
-from cdss_node.dicom.dataset_sink import CommandSetTooLong, DatasetSink
+from cdss_node.dicom.dataset_sink import DatasetSink, check_command_size
 from cdss_node.logs import get_logger
 
 log = get_logger(__name__)
@@ -48,6 +49,7 @@ ENABLED = True            # tests turn it off to compare with pynetdicom's own p
 ESTABLISHED_WAIT_S = 2.0  # a request may arrive before the accepting thread marks it so
 PROCESSING_FAILURE = 0xC211   # pynetdicom's status for a handler that raised
 STA6 = "Sta6"                 # association established, ready for data transfer
+LAST_COMMAND = b"\x03"        # message control header: command, last fragment
 
 
 class ProtocolError(ValueError):
@@ -60,7 +62,6 @@ class StoreMessage:
 
     context_id: int
     command: bytearray = field(default_factory=bytearray)
-    fragments: list = field(default_factory=list)  # the command's PDVs, for a hand-over
     request: C_STORE | None = None
     sink: DatasetSink | None = None
 
@@ -71,6 +72,7 @@ class DulStore:
     def __init__(self, limits: wire.WireLimits):
         self.limits = limits
         self.handed_over = False
+        self.serving = False      # the C-STORE handler runs
         self.message: StoreMessage | None = None
 
     def discard(self) -> None:
@@ -126,16 +128,25 @@ def discard(dul) -> None:
 # ------------------------------------------------------------------ receiving
 
 def take(dul, pdu_bytes: bytearray) -> bool:
-    """Serve the P-DATA-TF ``pdu_bytes`` on this thread; False if pynetdicom is to have it.
-    Raises ValueError for a PDU to be treated as undecodable (Evt19)."""
+    """Serve the P-DATA-TF ``pdu_bytes`` on this thread; False if pynetdicom is to have it
+    (also in any state but Sta6: after a release request or an abort, pynetdicom's state
+    machine answers a P-DATA-TF). Raises ValueError for a PDU to be treated as undecodable
+    (Evt19); the message begun is then dropped."""
     server = server_of(dul)
     if server is None:
         return False
-    items = pdv_items(pdu_bytes)
-    for at, (context_id, data) in enumerate(items):
-        if not _fragment(dul, server, context_id, data):
-            _hand_over(dul, server, items[at:])
-            return True
+    if dul.state_machine.current_state != STA6:
+        server.discard()
+        return False
+    try:
+        items = pdv_items(pdu_bytes)
+        for at, (context_id, data) in enumerate(items):
+            if not _fragment(dul, server, context_id, data):
+                _hand_over(dul, server, items[at + 1:] if server.message else items[at:])
+                return True
+    except ValueError:
+        server.discard()
+        raise
     return True
 
 
@@ -167,10 +178,9 @@ def _fragment(dul, server: DulStore, context_id: int, data: memoryview) -> bool:
 
 def _command_fragment(dul, message: StoreMessage, context_id: int, data: memoryview,
                       control: int) -> bool:
-    if len(message.command) + len(data) - 1 > wire.MAX_COMMAND_BYTES:
-        raise CommandSetTooLong(f"command set longer than {wire.MAX_COMMAND_BYTES} bytes")
+    check_command_size(len(message.command), data)
     message.command += data[1:]
-    message.fragments.append((context_id, bytes(data)))
+    message.context_id = context_id          # as pynetdicom: the last fragment's context
     if not control & 2:
         return True
     request = _store_request(dul, message)
@@ -185,34 +195,32 @@ def _store_request(dul, message: StoreMessage) -> C_STORE | None:
     """The C-STORE request primitive, if the command set is a usual C-STORE-RQ with a dataset
     on an accepted storage context; None otherwise."""
     elements = dimse_fast.command_elements(bytes(message.command))
-    context = dul.assoc._accepted_cx.get(message.context_id)
-    if (not dimse_fast._usual_store_request(elements) or context is None
-            or context.abstract_syntax == Verification
-            or elements.get(dimse_fast.DATA_SET_TYPE) == NO_DATA_SET_VALUE
-            or dimse_fast.DATA_SET_TYPE not in elements):
+    if not (dimse_fast.usual_store_request(elements) and _has_dataset(elements)
+            and _storage_context(dul, message.context_id)):
         return None
-    primitive = C_STORE()
-    primitive.MessageID = dimse_fast._us(elements[dimse_fast.MESSAGE_ID])
-    primitive.AffectedSOPClassUID = dimse_fast._uid(elements[dimse_fast.AFFECTED_SOP_CLASS])
-    primitive.AffectedSOPInstanceUID = dimse_fast._uid(
-        elements[dimse_fast.AFFECTED_SOP_INSTANCE])
-    if dimse_fast.PRIORITY in elements:
-        primitive.Priority = dimse_fast._us(elements[dimse_fast.PRIORITY])
-    primitive._context_id = message.context_id
-    return primitive
+    return dimse_fast.store_primitive(elements, message.context_id)
 
 
-NO_DATA_SET_VALUE = dimse_fast.NO_DATA_SET.to_bytes(2, "little")
+def _has_dataset(elements: dict[int, bytes]) -> bool:
+    value = elements.get(dimse_fast.DATA_SET_TYPE)
+    return value is not None and value != dimse_fast.NO_DATA_SET.to_bytes(2, "little")
+
+
+def _storage_context(dul, context_id: int) -> bool:
+    context = dul.assoc._accepted_cx.get(context_id)
+    return context is not None and context.abstract_syntax != Verification
 
 
 def _hand_over(dul, server: DulStore, rest: list) -> None:
-    """Give pynetdicom the message begun so far and the PDVs after it, as one P-DATA-TF
+    """Give pynetdicom the command set begun (as one last fragment: pynetdicom joins
+    fragments, so it is the same message) and the PDVs after it, copied, as one P-DATA-TF
     read from the peer; the association is pynetdicom's from now on."""
-    fragments = server.message.fragments[:-1] if server.message else []
+    message, server.message = server.message, None
     server.handed_over = True
-    server.message = None
+    items = [(message.context_id, LAST_COMMAND + message.command)] if message else []
     pdu = P_DATA_TF()
-    pdu.presentation_data_value_items = [_item(cid, data) for cid, data in fragments + rest]
+    pdu.presentation_data_value_items = [_item(cid, bytes(data))
+                                         for cid, data in items + rest]
     log.debug("association_handed_to_pynetdicom")
     dul.event_queue.put("Evt10")
     dul._recv_pdu.put(pdu)
@@ -228,13 +236,15 @@ def _item(context_id: int, data) -> PresentationDataValueItem:
 # ------------------------------------------------------------------ serving
 
 def _serve(dul, message: StoreMessage) -> None:
-    """EVT_C_STORE, then the response, as ``StorageServiceClass.SCP`` does."""
+    """EVT_C_STORE, then the response, as ``StorageServiceClass.SCP`` does; no idle timeout
+    while the handler runs (``idle_timer_expired``), as on pynetdicom's own path."""
     assoc, request, sink = dul.assoc, message.request, message.sink
     if sink.buffer is not None:
         request.DataSet = sink.buffer
     request._dataset_file = sink
     context = assoc._accepted_cx[message.context_id]
     assoc.abort = assoc._abort_nonblocking   # a handler's abort must not wait for this thread
+    dul.cdss_dul_store.serving = True
     try:
         status = evt.trigger(assoc, evt.EVT_C_STORE,
                              {"request": request, "context": context.as_tuple})
@@ -244,6 +254,8 @@ def _serve(dul, message: StoreMessage) -> None:
     finally:
         assoc.abort = assoc._abort_blocking
         sink.close()
+        dul._idle_timer.restart()
+        dul.cdss_dul_store.serving = False
     if assoc.is_established:
         dul.socket.send(response_pdus(assoc, request, status, message.context_id))
 
@@ -270,3 +282,18 @@ def response_pdus(assoc, request: C_STORE, status, context_id: int) -> bytes:
         pdu.from_primitive(p_data)
         encoded.append(pdu.encode())
     return b"".join(encoded)
+
+
+# ------------------------------------------------------------------ idle timeout
+
+_ORIGINAL_IDLE = DULServiceProvider.idle_timer_expired
+
+
+def idle_timer_expired(self: DULServiceProvider) -> bool:
+    """pynetdicom's idle timeout, except while this DUL thread runs a C-STORE handler (on
+    pynetdicom's path the association thread runs it and does not look meanwhile)."""
+    server = getattr(self, "cdss_dul_store", None)
+    return False if server is not None and server.serving else _ORIGINAL_IDLE(self)
+
+
+PATCHES = {(DULServiceProvider, "idle_timer_expired"): (_ORIGINAL_IDLE, idle_timer_expired)}

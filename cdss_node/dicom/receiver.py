@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -54,7 +55,8 @@ class AssociationTally:
     series: set[str] = field(default_factory=set)  # series already tied to it in the index
     refused: dict[str, int] = field(default_factory=dict)
     pending: list[InstanceRecord] = field(default_factory=list)
-    ended: bool = False
+    ended: str | None = None       # its outcome, once it ended
+    closed: bool = False           # its end recorded in the index
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -75,6 +77,7 @@ class Receiver:
         self._server = None
         self.ae = None
         self._end_lock = threading.Lock()
+        self._open: dict[int, AssociationTally] = {}   # by association id, until closed
         node = config.node
         self.guard = connections.ConnectionGuard(
             node.max_associations, node.max_pending_connections, connections.RefusalLog(
@@ -175,7 +178,9 @@ class Receiver:
         calling = event.assoc.requestor.ae_title
         peer = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
         association_id = self.index.open_association(calling, peer)
-        event.assoc.cdss_tally = AssociationTally(association_id, calling)
+        event.assoc.cdss_tally = tally = AssociationTally(association_id, calling)
+        with self._end_lock:
+            self._open[association_id] = tally
         log.info("association_accepted", association_id=association_id, calling_aet=calling,
                  peer=peer)
 
@@ -189,15 +194,39 @@ class Receiver:
             if tally is None or getattr(event.assoc, "cdss_ended", False):
                 return
             event.assoc.cdss_ended = True
-        outcome = getattr(event.assoc.dul, "cdss_outcome", None) or outcome
         with tally.lock:
-            tally.ended = True
-        self._index_pending(tally)
-        self.index.close_association(tally.association_id, outcome)
-        log.info("association_ended", association_id=tally.association_id, outcome=outcome,
+            tally.ended = getattr(event.assoc.dul, "cdss_outcome", None) or outcome
+        self._close_when_indexed(tally)
+
+    def _close_when_indexed(self, tally: AssociationTally) -> None:
+        """Record an ended association's end once all its rows are in the index: until then
+        it counts as open, and its series cannot complete without them. A refused write is
+        tried again by ``index_pending`` (the completion check's)."""
+        if not self._index_pending(tally):
+            return
+        with tally.lock:
+            if tally.closed:
+                return
+            tally.closed = True
+        with self._end_lock:
+            self._open.pop(tally.association_id, None)
+        self.index.close_association(tally.association_id, tally.ended)
+        log.info("association_ended", association_id=tally.association_id, outcome=tally.ended,
                  calling_aet=tally.calling_aet, stored=tally.stored,
                  duplicates=tally.duplicates, refused=tally.refused)
         self.on_association_end()
+
+    def index_pending(self) -> None:
+        """Write every association's pending rows (before each completion check, so that
+        the check sees every instance received, within ``check_interval_s``), and record
+        the ends that waited for theirs."""
+        with self._end_lock:
+            tallies = list(self._open.values())
+        for tally in tallies:
+            if tally.ended:
+                self._close_when_indexed(tally)
+            else:
+                self._index_pending(tally)
 
     # ------------------------------------------------------------ index rows
 
@@ -219,28 +248,32 @@ class Receiver:
             self._index_pending(tally)
 
     def _index_pending(self, tally: AssociationTally,
-                       first_of_series: InstanceRecord | None = None) -> None:
+                       first_of_series: InstanceRecord | None = None) -> bool:
+        """Write the pending rows (and ``first_of_series``) in one transaction; False if
+        the index refused them (they stay pending; a refused ``first_of_series`` raises)."""
         with tally.lock:
             batch = [(r, False) for r in tally.pending]
             tally.pending = []
         if first_of_series is not None:
             batch.append((first_of_series, True))
         if not batch:
-            return
+            return True
         try:
-            moved = self.index.record_instances(batch)
+            unreferenced = self.index.record_instances(batch)
         except Exception:
             with tally.lock:      # kept for the next write; at worst for the next start
                 tally.pending[:0] = [r for r, link in batch if not link]
             if first_of_series is not None:
                 raise             # answered with a failure status: the peer sends it again
             log.exception("index_write_failed", pending=len(batch))
-            return
-        for (record, _), moved_from in zip(batch, moved):
-            if moved_from:      # the same SOP Instance UID, now under another study or series
-                self.spool.remove(moved_from)
+            return False
+        for (record, _), path in zip(batch, unreferenced):
+            if path:      # moved to another study or series, or a copy older than the indexed
+                self.spool.remove_if_older(path, record.received_at)
                 log.info("instance_moved", sop_instance_uid=record.sop_instance_uid,
-                         study_uid=record.study_uid, series_uid=record.series_uid)
+                         study_uid=record.study_uid, series_uid=record.series_uid,
+                         removed=path)
+        return True
 
     # ------------------------------------------------------------ C-STORE
 
@@ -319,7 +352,7 @@ class Receiver:
             study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
             transfer_syntax_uid=event.context.transfer_syntax,
             path=str(path.relative_to(self.spool.root)), size=len(meta) + received.size,
-            association_id=tally.association_id))
+            association_id=tally.association_id, received_at=time.time()))
         tally.stored += 1
         self.telemetry.instances_received.inc()
         if self._log_instances:

@@ -51,12 +51,12 @@ _applied: dict = {}  # (class, name) -> (original, patched) as installed by appl
 def patches() -> dict | None:
     """(class, name) → (pynetdicom's function, the node's); None if they cannot be had."""
     try:
-        from cdss_node.dicom import dataset_sink, dimse_fast, pdu_reader, services
+        from cdss_node.dicom import dataset_sink, dimse_fast, dul_store, pdu_reader, services
     except (ImportError, AttributeError) as error:  # a pynetdicom without the private names
         log.warning("pynetdicom_patches_unavailable", error=str(error))
         return None
     return {**pdu_reader.PATCHES, **dataset_sink.PATCHES, **dimse_fast.PATCHES,
-            **services.PATCHES}
+            **services.PATCHES, **dul_store.PATCHES}
 
 
 def apply(verbose_pynetdicom_logs: bool = False) -> bool:

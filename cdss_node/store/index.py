@@ -68,6 +68,7 @@ class InstanceRecord:
     path: str
     size: int
     association_id: int | None
+    received_at: float | None = None   # when its file was written; None: when it is recorded
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,10 @@ class Index:
 
     def record_instance(self, rec: InstanceRecord, link_association: bool = True) -> str | None:
         """Add or replace an instance and (re)open its series, in one transaction.
-        ``link_association`` False: the association is already tied to the series. Returns the
-        spool path the instance had until now if it was another one (it moved to another
-        study or series): that file is no longer referenced."""
+        ``link_association`` False: the association is already tied to the series. Returns a
+        spool path no longer referenced, if any: the one the instance had until now if it moved
+        to another study or series, or ``rec.path`` itself if the index already holds a copy
+        received later at another place (``rec`` is then not recorded)."""
         return self.record_instances([(rec, link_association)])[0]
 
     def record_instances(self, batch: list[tuple[InstanceRecord, bool]]) -> list[str | None]:
@@ -175,9 +177,12 @@ class Index:
 
     def _record(self, db: sqlite3.Connection, rec: InstanceRecord, link_association: bool,
                 now: float) -> str | None:
-        before = db.execute("SELECT path FROM instances WHERE sop_instance_uid=?",
+        received = now if rec.received_at is None else rec.received_at
+        before = db.execute("SELECT path, received_at FROM instances WHERE sop_instance_uid=?",
                             (rec.sop_instance_uid,)).fetchone()
-        self._touch_series(db, rec, now)
+        if before and before["received_at"] > received:   # a later copy is indexed already
+            return rec.path if before["path"] != rec.path else None
+        self._touch_series(db, rec, received)
         db.execute(
             "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, "
             "transfer_syntax_uid, path, size, received_at, association_id) "
@@ -187,7 +192,7 @@ class Index:
             "size=excluded.size, received_at=excluded.received_at, "
             "association_id=excluded.association_id",
             (rec.sop_instance_uid, rec.series_uid, rec.sop_class_uid,
-             rec.transfer_syntax_uid, rec.path, rec.size, now,
+             rec.transfer_syntax_uid, rec.path, rec.size, received,
              rec.association_id))
         if rec.association_id is not None and link_association:
             db.execute("INSERT OR IGNORE INTO series_associations VALUES (?, ?)",
@@ -201,8 +206,8 @@ class Index:
                        (series_uid, association_id))
 
     def _touch_series(self, db: sqlite3.Connection, rec: InstanceRecord, now: float) -> None:
-        row = db.execute("UPDATE series SET last_received=?, updated_at=? WHERE series_uid=? "
-                         "RETURNING state", (now, now, rec.series_uid)).fetchone()
+        row = db.execute("UPDATE series SET last_received=MAX(last_received, ?), updated_at=? "
+                         "WHERE series_uid=? RETURNING state", (now, now, rec.series_uid)).fetchone()
         if row is None:
             db.execute(
                 "INSERT INTO series (series_uid, study_uid, modality, state, first_received, "

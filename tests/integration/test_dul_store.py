@@ -5,6 +5,7 @@ association to pynetdicom when something else comes."""
 from __future__ import annotations
 
 import struct
+import threading
 from pathlib import Path
 
 import pydicom
@@ -12,8 +13,10 @@ import pytest
 from pynetdicom.dsutils import encode
 
 from cdss_node.dicom import dul_store
+from cdss_node.dicom.receiver import Receiver
 from cdss_node.node import Node
 from tests.conftest import node_config, write_series
+from tests.integration.nodeproc import wait_until
 from tests.integration.rawpeer import (
     CT_IMAGE_STORAGE, RELEASE_RQ, VERIFICATION, RawPeer, command, pdu, store_command)
 
@@ -64,7 +67,7 @@ def conversation(port: int, instances, script) -> list[bytes]:
 def each_layout(instances):
     """Layouts pynetdicom's own path takes too: a command in one PDU and its dataset in
     three; a command in two fragments in two PDUs; command and dataset in one PDU; a refusal;
-    a C-ECHO, after which the association is pynetdicom's; a store after it."""
+    a C-ECHO in two PDUs, handed to pynetdicom whole; a store after it, on pynetdicom's path."""
     (a, da), (b, db), (c, dc), (d, dd), (e, de), (f, df) = instances
     third, b_command = len(da) // 3, store_command(CT_IMAGE_STORAGE, b, 2)
     return [
@@ -75,7 +78,7 @@ def each_layout(instances):
         pdvs((1, 3, store_command(CT_IMAGE_STORAGE, c, 3)), (1, 2, dc)),
         pdvs((1, 3, store_command(CT_IMAGE_STORAGE, d, 4)), (1, 2, dd)),
         pdvs((1, 3, store_command(CT_IMAGE_STORAGE, e, 5)), (1, 2, de)),
-        pdvs((3, 3, echo_command(6))),
+        pdvs((3, 1, echo_command(6)[:10])), pdvs((3, 3, echo_command(6)[10:])),
         pdvs((1, 3, store_command(CT_IMAGE_STORAGE, f, 7)), (1, 2, df)),
     ], 7
 
@@ -98,14 +101,25 @@ def stored(node: Node) -> dict[str, bytes]:
 
 @pytest.fixture
 def run(tmp_path, monkeypatch, instances):
+    """(answers, stored files, the kind of thread that ran each C-STORE handler)."""
+    handled_on = []
+    plain_handler = Receiver._on_store
+
+    def on_store(self, event):
+        handled_on.append(type(threading.current_thread()).__name__)
+        return plain_handler(self, event)
+
+    monkeypatch.setattr(Receiver, "_on_store", on_store)
+
     def conversation_with(served_on_dul_thread: bool, script=each_layout):
         monkeypatch.setattr(dul_store, "ENABLED", served_on_dul_thread)
+        handled_on.clear()
         node = Node(node_config(tmp_path / f"var-{served_on_dul_thread}"))
         node.start()
         try:
             answers = conversation(node.config.node.port, instances, script)
             node.receiver.stop()
-            return answers, stored(node), node
+            return answers, stored(node), list(handled_on)
         finally:
             node.stop()
     return conversation_with
@@ -116,8 +130,11 @@ def status(answer: bytes) -> int:
 
 
 def test_the_same_answers_and_files_as_pynetdicoms_own_path(run, instances):
-    fast, fast_files, _ = run(True)
-    slow, slow_files, _ = run(False)
+    fast, fast_files, fast_threads = run(True)
+    slow, slow_files, slow_threads = run(False)
+    dul, association = "DULServiceProvider", "Association"
+    assert fast_threads == [dul] * 5 + [association]     # the store after the C-ECHO
+    assert slow_threads == [association] * 6
     assert fast == slow
     assert [status(a) for a in fast[:-1]] == [0, 0, 0, 0xC000, 0, 0, 0]
     assert b"dataset is truncated" in fast[3]  # the Error Comment
@@ -130,33 +147,76 @@ def test_the_same_answers_and_files_as_pynetdicoms_own_path(run, instances):
 def test_every_message_of_a_pdu_is_answered(run, instances):
     """Here the DUL thread does better than pynetdicom, which ends the P-DATA-TF at the first
     complete message and loses the PDVs after it (its association then hangs or aborts)."""
-    fast, files, _ = run(True, two_messages_in_one_pdu)
+    fast, files, threads = run(True, two_messages_in_one_pdu)
+    assert threads == ["DULServiceProvider"] * 3
     assert [status(a) for a in fast[:-1]] == [0, 0, 0, 0]
     assert b"\x30\x80" in fast[3]              # C-ECHO-RSP
     assert fast[-1][0] == 0x06
     assert files.keys() == {u for u, _ in instances[:3]}
 
 
-def test_a_command_inside_a_dataset_ends_the_association_and_leaves_no_file(tmp_path,
-                                                                          instances):
-    node = Node(node_config(tmp_path / "var"))
-    node.start()
-    try:
-        (uid, data), (other, _) = instances[0], instances[1]
-        peer = RawPeer(node.config.node.port)
-        assert peer.associate() == 0x02
-        peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 0, data[:5000])))
-        peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, other, 2))))
-        answer = peer.read_pdu()
-        assert answer is None or answer[0] == 0x07          # A-ABORT, or closed
-        assert not node.index.query("SELECT 1 FROM instances")
-        assert not list(node.spool.tmp.iterdir())
-        again = RawPeer(node.config.node.port)              # and the node serves on
-        assert again.associate() == 0x02
-        again.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 2, data)))
-        answer = again.read_pdu()
-        assert answer[0] == 0x04 and answer[1][5] == 0x03
-        again.send(RELEASE_RQ)
-        assert again.read_pdu()[0] == 0x06
-    finally:
-        node.stop()
+@pytest.fixture
+def node(tmp_path):
+    running = Node(node_config(tmp_path / "var"))
+    running.start()
+    yield running
+    running.stop()
+
+
+def associated(node: Node) -> RawPeer:
+    peer = RawPeer(node.config.node.port)
+    assert peer.associate() == 0x02
+    return peer
+
+
+def test_a_command_inside_a_dataset_ends_the_association_and_leaves_no_file(node, instances):
+    (uid, data), (other, _) = instances[0], instances[1]
+    peer = associated(node)
+    peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 0, data[:5000])))
+    peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, other, 2))))
+    answer = peer.read_pdu()
+    assert answer is None or answer[0] == 0x07          # A-ABORT, or closed
+    assert not node.index.query("SELECT 1 FROM instances")
+    assert not list(node.spool.tmp.iterdir())
+    again = associated(node)                            # and the node serves on
+    again.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 2, data)))
+    answer = again.read_pdu()
+    assert answer[0] == 0x04 and answer[1][5] == 0x03
+    again.send(RELEASE_RQ)
+    assert again.read_pdu()[0] == 0x06
+
+
+def test_a_command_inside_a_spilled_dataset_leaves_no_spill_file(node, instances):
+    """A dataset over the 4 MiB kept in memory goes to a spill file as it arrives; an abort
+    in the middle of it removes that file."""
+    peer = associated(node)
+    peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, instances[0][0], 1))))
+    for _ in range(5):                                   # 5 MiB of dataset
+        peer.send(pdvs((1, 0, bytes(1024 * 1024 - 64))))
+    peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, instances[1][0], 2))))
+    answer = peer.read_pdu()
+    assert answer is None or answer[0] == 0x07
+    wait_until(lambda: not list(node.spool.tmp.iterdir()), timeout=10,
+               what="the spill file removed")
+    assert not node.index.query("SELECT 1 FROM instances")
+
+
+@pytest.mark.parametrize("served_on_dul_thread", [True, False])
+def test_a_store_after_the_release_request_is_not_served(node, instances, monkeypatch,
+                                                         served_on_dul_thread):
+    """Once the peer asked to release, a P-DATA-TF is pynetdicom's state machine's to answer
+    (an abort or nothing), on either path: no store, no C-STORE-RSP."""
+    monkeypatch.setattr(dul_store, "ENABLED", served_on_dul_thread)
+    (uid, data), (late, late_data) = instances[0], instances[1]
+    peer = associated(node)
+    peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 2, data)))
+    first = peer.read_pdu()
+    assert first[0] == 0x04 and status(bytes([4]) + first[1]) == 0
+    peer.send(RELEASE_RQ + pdvs((1, 3, store_command(CT_IMAGE_STORAGE, late, 2)),
+                                (1, 2, late_data)))
+    kinds = []
+    while (answer := peer.read_pdu()) is not None:
+        kinds.append(answer[0])
+    assert 0x04 not in kinds and kinds[:1] in ([0x06], [0x07], [])
+    rows = node.index.query("SELECT sop_instance_uid FROM instances")
+    assert [r[0] for r in rows] == [uid]

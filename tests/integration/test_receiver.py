@@ -204,6 +204,16 @@ def test_an_instance_sent_again_under_another_series_leaves_no_orphan_file(
     assert [p.name for p in spooled] == [f"{ds.SOPInstanceUID}.dcm"]
 
 
+class LogRecorder:
+    """Stands in for a module's structlog logger: (event, fields) of every call."""
+
+    def __init__(self, into: list):
+        self.into = into
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.into.append((event, fields))
+
+
 def _open_association(node: Node, files: list[Path]):
     from pynetdicom import AE
 
@@ -215,9 +225,11 @@ def _open_association(node: Node, files: list[Path]):
     return assoc, datasets
 
 
-def test_an_open_association_holds_its_series_while_its_rows_wait(node, small_series):
+def test_an_open_association_holds_its_series_and_its_rows_reach_the_index(node,
+                                                                          small_series):
     """After a series' first row, an association's rows are written in batches; the first
-    ties the series to the open association, so it does not complete while more may come."""
+    ties the series to the open association (it does not complete after the grace), and
+    the completion check writes the others before it looks."""
     import time
 
     assoc, datasets = _open_association(node, small_series.files[:3])
@@ -225,17 +237,36 @@ def test_an_open_association_holds_its_series_while_its_rows_wait(node, small_se
         assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0, 0]
         time.sleep(4 * node.config.series.grace_s)
         assert only_series(node).state == "receiving"
-        assert instances(node) == 1                 # the other two wait for the batch
+        assert instances(node) == 3
     finally:
         assoc.release()
     assert node.wait_until_settled(10)
     assert (only_series(node).state, instances(node)) == ("queued", 3)
 
 
+def test_a_series_complete_by_quiet_s_has_every_row(tmp_path, small_series):
+    """A peer that keeps its association open: the series completes after quiet_s with
+    every instance received, not only the rows written so far."""
+    import time
+
+    node = Node(node_config(tmp_path / "var", quiet_s=1.0))
+    node.start()
+    try:
+        assoc, datasets = _open_association(node, small_series.files[:5])
+        try:
+            assert [assoc.send_c_store(ds).Status for ds in datasets] == [0] * 5
+            deadline = time.monotonic() + 10
+            while only_series(node).state == "receiving" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert (only_series(node).state, only_series(node).instances) == ("queued", 5)
+        finally:
+            assoc.release()
+    finally:
+        node.stop()
+
+
 def test_a_batch_the_index_refused_is_written_with_the_next(node, small_series, monkeypatch):
     import sqlite3
-
-    from structlog.testing import capture_logs
 
     from cdss_node.dicom import receiver
 
@@ -249,14 +280,44 @@ def test_a_batch_the_index_refused_is_written_with_the_next(node, small_series, 
         return plain(batch)
 
     monkeypatch.setattr(node.index, "record_instances", refuse_once)
+    logs = []
+    monkeypatch.setattr(receiver, "log", LogRecorder(logs))
     assoc, datasets = _open_association(node, small_series.files[:3])
     try:
-        with capture_logs() as logs:
-            assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0, 0]
+        assert [assoc.send_c_store(ds).Status for ds in datasets] == [0, 0, 0]
         assert failed == [datasets[1].SOPInstanceUID]
         assert instances(node) == 3                 # the refused row came with the third
     finally:
         assoc.release()
-    assert [e["pending"] for e in logs if e["event"] == "index_write_failed"] == [1]
+    assert [kw["pending"] for event, kw in logs if event == "index_write_failed"] == [1]
     assert node.wait_until_settled(10)
     assert (only_series(node).state, instances(node)) == ("queued", 3)
+
+
+def test_an_association_whose_rows_the_index_refused_stays_open_until_they_are_written(
+        node, small_series, monkeypatch):
+    """Its series cannot complete without those rows: the end is recorded when the
+    completion check has written them."""
+    import sqlite3
+    import time
+
+    plain, refusing = node.index.record_instances, [True]
+
+    def refuse_batches(batch):
+        if refusing[0] and not any(link for _, link in batch):
+            raise sqlite3.OperationalError("database is locked")
+        return plain(batch)
+
+    monkeypatch.setattr(node.index, "record_instances", refuse_batches)
+    assoc, datasets = _open_association(node, small_series.files[:4])
+    assert [assoc.send_c_store(ds).Status for ds in datasets] == [0] * 4
+    assoc.release()
+    time.sleep(4 * node.config.series.grace_s)
+    assert instances(node) == 1 and only_series(node).state == "receiving"
+    [(released,)] = node.index.query("SELECT released_at FROM associations")
+    assert released is None
+    refusing[0] = False
+    assert node.wait_until_settled(10)
+    assert (only_series(node).state, instances(node)) == ("queued", 4)
+    [(outcome,)] = node.index.query("SELECT outcome FROM associations")
+    assert outcome == "released"

@@ -287,3 +287,24 @@ def test_free_space_is_read_once_a_while_and_counts_what_was_taken_since():
     every_time = FreeSpace(read_free, interval_s=0.0)
     every_time.take(1, 0), every_time.take(1, 0)
     assert len(readings) == 4                   # interval 0: a reading at every take
+
+
+def test_a_copy_received_earlier_does_not_replace_a_later_one(index):
+    """Rows are written in batches, so one association's older copy of an instance can reach
+    the index after another association's newer copy: the newer stays, the older file is the
+    one no longer referenced."""
+    def copy(series, at, size):
+        return InstanceRecord(
+            sop_instance_uid="1.2.3.1", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
+            study_uid="1.2", series_uid=series, modality="CT",
+            transfer_syntax_uid="1.2.840.10008.1.2.1", path=f"1.2/{series}/1.2.3.1.dcm",
+            size=size, association_id=None, received_at=at)
+
+    assert index.record_instance(copy("1.2.9", at=2.0, size=20)) is None
+    assert index.record_instance(copy("1.2.3", at=1.0, size=10)) == "1.2/1.2.3/1.2.3.1.dcm"
+    assert index.record_instance(copy("1.2.9", at=1.5, size=15)) is None   # same place, older
+    [row] = index.query("SELECT series_uid, size, received_at FROM instances")
+    assert tuple(row) == ("1.2.9", 20, 2.0)
+    assert index.record_instance(copy("1.2.3", at=3.0, size=30)) == "1.2/1.2.9/1.2.3.1.dcm"
+    [row] = index.query("SELECT series_uid, size FROM instances")
+    assert tuple(row) == ("1.2.3", 30)

@@ -153,3 +153,17 @@ def test_a_requestor_s_reactor_leaves_responses_to_the_sender():
     reactor.join()
     assert seen["reactor"] == (None, None)              # the reactor takes nothing
     assert provider.get_msg(block=True) == (1, "C-STORE-RSP")  # send_c_store's thread does
+
+
+def test_no_idle_timeout_while_the_dul_thread_runs_a_c_store_handler():
+    from types import SimpleNamespace
+
+    from cdss_node.dicom import dul_store
+
+    expired = SimpleNamespace(expired=True)
+    dul = SimpleNamespace(_idle_timer=expired)
+    assert dul_store.idle_timer_expired(dul)                 # pynetdicom's answer
+    dul.cdss_dul_store = dul_store.DulStore(limits=None)
+    assert dul_store.idle_timer_expired(dul)
+    dul.cdss_dul_store.serving = True
+    assert not dul_store.idle_timer_expired(dul)             # the handler runs: not yet
