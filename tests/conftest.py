@@ -104,6 +104,17 @@ def node(config: Config):
     running.stop()
 
 
+class LogRecorder:
+    """Stands in for a module's structlog logger (monkeypatch it in): (event, fields) of every
+    call, whatever the logging configuration other tests left."""
+
+    def __init__(self, into: list):
+        self.into = into
+
+    def __getattr__(self, level: str):
+        return lambda event, **fields: self.into.append((event, fields))
+
+
 @dataclass(frozen=True)
 class SeriesOnDisk:
     folder: Path

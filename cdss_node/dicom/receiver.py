@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import ssl
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -57,7 +56,8 @@ class AssociationTally:
     pending: list[InstanceRecord] = field(default_factory=list)
     ended: str | None = None       # its outcome, once it ended
     closed: bool = False           # its end recorded in the index
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)          # for ``pending``
+    writing: threading.RLock = field(default_factory=threading.RLock)     # rows to the index
 
 
 class Receiver:
@@ -200,17 +200,19 @@ class Receiver:
 
     def _close_when_indexed(self, tally: AssociationTally) -> None:
         """Record an ended association's end once all its rows are in the index: until then
-        it counts as open, and its series cannot complete without them. A refused write is
-        tried again by ``index_pending`` (the completion check's)."""
-        if not self._index_pending(tally):
-            return
-        with tally.lock:
-            if tally.closed:
+        it counts as open, and its series cannot complete without them. A refused write or
+        close is tried again by ``index_pending`` (the completion check's)."""
+        with tally.writing:
+            if tally.closed or not self._index_pending(tally):
+                return
+            try:
+                self.index.close_association(tally.association_id, tally.ended)
+            except Exception:
+                log.exception("association_end_not_recorded",
+                              association_id=tally.association_id)
                 return
             tally.closed = True
-        with self._end_lock:
-            self._open.pop(tally.association_id, None)
-        self.index.close_association(tally.association_id, tally.ended)
+        self._forget_if_done(tally)
         log.info("association_ended", association_id=tally.association_id, outcome=tally.ended,
                  calling_aet=tally.calling_aet, stored=tally.stored,
                  duplicates=tally.duplicates, refused=tally.refused)
@@ -223,10 +225,17 @@ class Receiver:
         with self._end_lock:
             tallies = list(self._open.values())
         for tally in tallies:
-            if tally.ended:
+            if tally.ended and not tally.closed:
                 self._close_when_indexed(tally)
-            else:
-                self._index_pending(tally)
+            elif self._index_pending(tally):
+                self._forget_if_done(tally)
+
+    def _forget_if_done(self, tally: AssociationTally) -> None:
+        """Out of the open ones once its end is recorded and no row waits (a store that
+        finishes after the end puts it back while its row waits: ``_index_pending``)."""
+        with self._end_lock, tally.lock:
+            if tally.closed and not tally.pending:
+                self._open.pop(tally.association_id, None)
 
     # ------------------------------------------------------------ index rows
 
@@ -251,22 +260,22 @@ class Receiver:
                        first_of_series: InstanceRecord | None = None) -> bool:
         """Write the pending rows (and ``first_of_series``) in one transaction; False if
         the index refused them (they stay pending; a refused ``first_of_series`` raises)."""
-        with tally.lock:
-            batch = [(r, False) for r in tally.pending]
-            tally.pending = []
-        if first_of_series is not None:
-            batch.append((first_of_series, True))
-        if not batch:
-            return True
-        try:
-            unreferenced = self.index.record_instances(batch)
-        except Exception:
-            with tally.lock:      # kept for the next write; at worst for the next start
-                tally.pending[:0] = [r for r, link in batch if not link]
+        with tally.writing:       # taken, written and put back as one, in order
+            with tally.lock:
+                batch = [(r, False) for r in tally.pending]
+                tally.pending = []
             if first_of_series is not None:
-                raise             # answered with a failure status: the peer sends it again
-            log.exception("index_write_failed", pending=len(batch))
-            return False
+                batch.append((first_of_series, True))
+            if not batch:
+                return True
+            try:
+                unreferenced = self.index.record_instances(batch)
+            except Exception:
+                self._keep_pending(tally, [r for r, link in batch if not link])
+                if first_of_series is not None:
+                    raise         # answered with a failure status: the peer sends it again
+                log.exception("index_write_failed", pending=len(batch))
+                return False
         for (record, _), path in zip(batch, unreferenced):
             if path:      # moved to another study or series, or a copy older than the indexed
                 self.spool.remove_if_older(path, record.received_at)
@@ -274,6 +283,14 @@ class Receiver:
                          study_uid=record.study_uid, series_uid=record.series_uid,
                          removed=path)
         return True
+
+    def _keep_pending(self, tally: AssociationTally, records: list[InstanceRecord]) -> None:
+        """Rows the index refused: pending again, and the association among the open ones,
+        so that ``index_pending`` tries them again (at worst, the next start indexes them)."""
+        with tally.lock:
+            tally.pending[:0] = records
+        with self._end_lock:
+            self._open.setdefault(tally.association_id, tally)
 
     # ------------------------------------------------------------ C-STORE
 
@@ -346,13 +363,13 @@ class Receiver:
             return None
         meta = file_meta(header.sop_class_uid, sop_uid, event.context.transfer_syntax,
                          tally.calling_aet)
-        self.spool.write_atomic(path, meta, received.chunk())
+        written_at = self.spool.write_atomic(path, meta, received.chunk())
         self._index(tally, InstanceRecord(
             sop_instance_uid=sop_uid, sop_class_uid=header.sop_class_uid,
             study_uid=header.study_uid, series_uid=header.series_uid, modality=header.modality,
             transfer_syntax_uid=event.context.transfer_syntax,
             path=str(path.relative_to(self.spool.root)), size=len(meta) + received.size,
-            association_id=tally.association_id, received_at=time.time()))
+            association_id=tally.association_id, received_at=written_at))
         tally.stored += 1
         self.telemetry.instances_received.inc()
         if self._log_instances:

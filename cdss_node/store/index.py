@@ -181,6 +181,12 @@ class Index:
         before = db.execute("SELECT path, received_at FROM instances WHERE sop_instance_uid=?",
                             (rec.sop_instance_uid,)).fetchone()
         if before and before["received_at"] > received:   # a later copy is indexed already
+            if link_association and rec.association_id is not None:
+                db.execute("INSERT INTO series_associations SELECT series_uid, ? FROM series "
+                           "WHERE series_uid=? AND NOT EXISTS (SELECT 1 FROM "
+                           "series_associations WHERE series_uid=? AND association_id=?)",
+                           (rec.association_id, rec.series_uid, rec.series_uid,
+                            rec.association_id))
             return rec.path if before["path"] != rec.path else None
         self._touch_series(db, rec, received)
         db.execute(

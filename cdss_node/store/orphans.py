@@ -19,6 +19,7 @@ retention: a write that failed half-way may leave one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
@@ -69,8 +70,16 @@ def _adopt(index: Index, spool: Spool, relative: str, read: Reader) -> str | Non
         record = read(path, relative)
     except (ValueError, OSError) as error:
         return str(error)
-    if index.stored_instance(record.sop_instance_uid):
+    indexed = index.query("SELECT path, received_at FROM instances WHERE sop_instance_uid=?",
+                          (record.sop_instance_uid,))
+    written_at = path.stat().st_mtime
+    if indexed and indexed[0]["received_at"] >= written_at:
         return "a stale copy: the index has the instance at another place"
+    if indexed:   # a newer copy whose row was pending at the crash: it replaces the indexed one
+        replaced = index.record_instance(dataclasses.replace(record, received_at=written_at))
+        if replaced:
+            spool.remove(replaced)
+        return None
     purged = index.query("SELECT purged_at FROM series WHERE series_uid=?", (record.series_uid,))
     if purged and purged[0]["purged_at"] and path.stat().st_mtime < purged[0]["purged_at"]:
         return "left by the retention of its series"

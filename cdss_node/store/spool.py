@@ -37,8 +37,9 @@ class Spool:
         # A valid UID is digits and dots and never "." or "..": it cannot leave the spool.
         return self.root / study_uid / series_uid / f"{sop_instance_uid}.dcm"
 
-    def write_atomic(self, path: Path, *chunks: bytes) -> None:
-        """Write ``chunks`` one after the other to ``path`` via a temporary file and a rename.
+    def write_atomic(self, path: Path, *chunks: bytes) -> float:
+        """Write ``chunks`` one after the other to ``path`` via a temporary file and a rename;
+        the file's modification time (the clock ``remove_if_older`` compares with).
         Files are readable by the node's user only (they hold patient data)."""
         tmp = self.tmp / f"{os.getpid()}-{next(_names)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -46,6 +47,7 @@ class Spool:
             _write_all(fd, chunks)
             if self.fsync:
                 os.fsync(fd)
+            written_at = os.fstat(fd).st_mtime
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
@@ -58,6 +60,7 @@ class Spool:
             raise
         if self.fsync:
             _fsync_dir(path.parent)
+        return written_at
 
     def clean_tmp(self) -> int:
         """Remove partial files left by a crash; returns how many."""

@@ -220,3 +220,32 @@ def test_a_store_after_the_release_request_is_not_served(node, instances, monkey
     assert 0x04 not in kinds and kinds[:1] in ([0x06], [0x07], [])
     rows = node.index.query("SELECT sop_instance_uid FROM instances")
     assert [r[0] for r in rows] == [uid]
+
+
+def test_a_handler_slower_than_the_network_timeout_is_answered_not_aborted(
+        tmp_path, instances, monkeypatch):
+    """On pynetdicom's path the association thread runs the handler and does not look at
+    its idle timer meanwhile; on the DUL thread's path the timer is held while it runs."""
+    import time
+    from dataclasses import replace
+
+    config = node_config(tmp_path / "var")
+    config = replace(config, node=replace(config.node, network_timeout_s=1.0))
+    plain_handler = Receiver._on_store
+
+    def slow(self, event):
+        time.sleep(2.5)
+        return plain_handler(self, event)
+
+    monkeypatch.setattr(Receiver, "_on_store", slow)
+    running = Node(config)
+    running.start()
+    try:
+        (uid, data) = instances[0]
+        peer = associated(running)
+        peer.send(pdvs((1, 3, store_command(CT_IMAGE_STORAGE, uid, 1)), (1, 2, data)))
+        answer = peer.read_pdu()
+        assert answer is not None and answer[0] == 0x04
+        assert status(bytes([4]) + answer[1]) == 0
+    finally:
+        running.stop()

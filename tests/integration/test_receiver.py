@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, generate_uid
 from cdss_node.config import SecuritySection, StoreSection
 from cdss_node.node import Node
 from cdss_node.store.status import series_status
-from tests.conftest import node_config, require_tool
+from tests.conftest import LogRecorder, node_config, require_tool
 from tests.integration.dcmtk import echoscu, store_responses, storescu
 
 pytestmark = pytest.mark.integration
@@ -202,16 +202,6 @@ def test_an_instance_sent_again_under_another_series_leaves_no_orphan_file(
     assert not old_folder.exists()
     spooled = [p for p in node.spool.root.rglob("*.dcm") if node.spool.tmp not in p.parents]
     assert [p.name for p in spooled] == [f"{ds.SOPInstanceUID}.dcm"]
-
-
-class LogRecorder:
-    """Stands in for a module's structlog logger: (event, fields) of every call."""
-
-    def __init__(self, into: list):
-        self.into = into
-
-    def __getattr__(self, level: str):
-        return lambda event, **fields: self.into.append((event, fields))
 
 
 def _open_association(node: Node, files: list[Path]):

@@ -2,6 +2,7 @@
 purge, or after an instance moved): indexed when they hold the instance their place names,
 else deleted; found by comparing paths, reading only the difference."""
 
+import dataclasses
 import os
 import shutil
 import time
@@ -128,3 +129,21 @@ def test_leftover_probes_and_old_partial_files_are_removed(index, spool):
     assert [p.name for p in spool.root.iterdir()] == [".tmp"]
     assert remove_stale_parts(spool) == 1
     assert [p.name for p in spool.tmp.iterdir()] == ["1-rx1.part"]
+
+
+def test_a_newer_copy_whose_row_was_pending_at_the_crash_replaces_the_indexed_one(
+        index, spool, ct_files):
+    """Rows are written in batches: a crash can leave the index with an older copy of an
+    instance (another series) while the newer copy's file has no row. The newer one wins."""
+    newer = spool_file(spool, ct_files[2])
+    record = spooled_record(spool.root / newer, newer)
+    older = spool.root / "1.2" / "1.2.9" / "older.dcm"
+    older.parent.mkdir(parents=True)
+    shutil.copyfile(ct_files[2], older)
+    index.record_instance(dataclasses.replace(
+        record, series_uid="1.2.9", path="1.2/1.2.9/older.dcm",
+        received_at=(spool.root / newer).stat().st_mtime - 60))
+    report = recover_orphans(index, spool, spooled_record)
+    assert (report.indexed, report.removed) == (1, 0)
+    assert index.query("SELECT path FROM instances")[0][0] == newer
+    assert not older.exists() and (spool.root / newer).exists()
