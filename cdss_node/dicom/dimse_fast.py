@@ -71,20 +71,31 @@ def _fast_here() -> bool:
 
 # ------------------------------------------------------------------ P-DATA-TF
 
-def decode_p_data_tf(self: P_DATA_TF, bytestream: bytes | bytearray) -> None:
-    """Split a P-DATA-TF PDU (PS3.8 9.3.5) into its PDV items; values are memoryviews."""
+def pdv_values(bytestream: bytes | bytearray) -> list[tuple[int, memoryview]]:
+    """(context ID, value with its control header) of each PDV item of a P-DATA-TF PDU
+    (PS3.8 9.3.5), the values as views of ``bytestream``."""
     view = memoryview(bytestream)
-    items, offset, end = [], 6, len(view)
+    values, offset, end = [], 6, len(view)
     while offset < end:
         length = int.from_bytes(view[offset:offset + 4], "big")
         if length < 1 or offset + 4 + length > end:
             raise ValueError(f"PDV item length {length} at offset {offset} runs past the PDU")
-        item = PresentationDataValueItem()
-        item.presentation_context_id = view[offset + 4]
-        item.presentation_data_value = view[offset + 5:offset + 4 + length]
-        items.append(item)
+        values.append((view[offset + 4], view[offset + 5:offset + 4 + length]))
         offset += 4 + length
-    self.presentation_data_value_items = items
+    return values
+
+
+def pdv_item(context_id: int, value) -> PresentationDataValueItem:
+    item = PresentationDataValueItem()
+    item.presentation_context_id = context_id
+    item.presentation_data_value = value
+    return item
+
+
+def decode_p_data_tf(self: P_DATA_TF, bytestream: bytes | bytearray) -> None:
+    """Split a P-DATA-TF PDU (PS3.8 9.3.5) into its PDV items; values are memoryviews."""
+    self.presentation_data_value_items = [pdv_item(cid, value)
+                                          for cid, value in pdv_values(bytestream)]
 
 
 # ------------------------------------------------------------------ C-STORE-RQ

@@ -35,7 +35,6 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
-from pynetdicom.pdu_items import PresentationDataValueItem
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification
 
@@ -82,10 +81,15 @@ class DulStore:
         self.message = None
 
 
+def _server(dul) -> DulStore | None:
+    """The association's DUL-thread server, if one was made."""
+    return getattr(dul, "cdss_dul_store", None)
+
+
 def server_of(dul) -> DulStore | None:
     """The association's DUL-thread server, made on its first P-DATA; None where pynetdicom
     serves (not the receiver's, verbose handlers on, handed over, not established)."""
-    server = getattr(dul, "cdss_dul_store", None)
+    server = _server(dul)
     if server is None:
         limits = wire.limits_of(dul.assoc.ae)
         if limits is None:
@@ -97,16 +101,15 @@ def server_of(dul) -> DulStore | None:
     return None if server.handed_over else server
 
 
-def serving(dul) -> bool:
+def serves_requests(dul) -> bool:
     """Does this association's DUL thread serve its requests (now)?"""
-    server = getattr(dul, "cdss_dul_store", None)
+    server = _server(dul)
     return server is not None and not server.handed_over
 
 
 def mid_message(dul) -> bool:
     """Has the DUL thread begun a message whose fragments are still to come?"""
-    server = getattr(dul, "cdss_dul_store", None)
-    return server is not None and server.message is not None and not server.handed_over
+    return serves_requests(dul) and _server(dul).message is not None
 
 
 def _established(dul) -> bool:
@@ -120,7 +123,7 @@ def _established(dul) -> bool:
 
 
 def discard(dul) -> None:
-    server = getattr(dul, "cdss_dul_store", None)
+    server = _server(dul)
     if server is not None:
         server.discard()
 
@@ -139,7 +142,7 @@ def take(dul, pdu_bytes: bytearray) -> bool:
         server.discard()
         return False
     try:
-        items = pdv_items(pdu_bytes)
+        items = dimse_fast.pdv_values(pdu_bytes)
         for at, (context_id, data) in enumerate(items):
             if not _fragment(dul, server, context_id, data):
                 _hand_over(dul, server, items[at + 1:] if server.message else items[at:])
@@ -148,14 +151,6 @@ def take(dul, pdu_bytes: bytearray) -> bool:
         server.discard()
         raise
     return True
-
-
-def pdv_items(pdu_bytes) -> list[tuple[int, memoryview]]:
-    """(context ID, value with its control header) of each PDV item (PS3.8 9.3.5)."""
-    pdu = P_DATA_TF()
-    dimse_fast.decode_p_data_tf(pdu, pdu_bytes)
-    return [(item.presentation_context_id, item.presentation_data_value)
-            for item in pdu.presentation_data_value_items]
 
 
 def _fragment(dul, server: DulStore, context_id: int, data: memoryview) -> bool:
@@ -219,18 +214,11 @@ def _hand_over(dul, server: DulStore, rest: list) -> None:
     server.handed_over = True
     items = [(message.context_id, LAST_COMMAND + message.command)] if message else []
     pdu = P_DATA_TF()
-    pdu.presentation_data_value_items = [_item(cid, bytes(data))
+    pdu.presentation_data_value_items = [dimse_fast.pdv_item(cid, bytes(data))
                                          for cid, data in items + rest]
     log.debug("association_handed_to_pynetdicom")
     dul.event_queue.put("Evt10")
     dul._recv_pdu.put(pdu)
-
-
-def _item(context_id: int, data) -> PresentationDataValueItem:
-    item = PresentationDataValueItem()
-    item.presentation_context_id = context_id
-    item.presentation_data_value = data
-    return item
 
 
 # ------------------------------------------------------------------ serving
@@ -292,7 +280,7 @@ _ORIGINAL_IDLE = DULServiceProvider.idle_timer_expired
 def idle_timer_expired(self: DULServiceProvider) -> bool:
     """pynetdicom's idle timeout, except while this DUL thread runs a C-STORE handler (on
     pynetdicom's path the association thread runs it and does not look meanwhile)."""
-    server = getattr(self, "cdss_dul_store", None)
+    server = _server(self)
     return False if server is not None and server.serving else _ORIGINAL_IDLE(self)
 
 

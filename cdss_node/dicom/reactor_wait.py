@@ -66,7 +66,7 @@ def association_nap(thread: threading.Thread, seconds: float) -> bool:
     if not (isinstance(thread, association.Association) and seconds == ASSOCIATION_NAP_S
             and _tuned(thread.ae)):
         return False
-    if dul_store.serving(thread.dul) and not thread.dul.to_user_queue.queue:
+    if dul_store.serves_requests(thread.dul) and not thread.dul.to_user_queue.queue:
         wait_on_queue(thread.dul.to_user_queue, SERVED_NAP_S)
     else:
         wait_on_queue(thread.dimse.msg_queue, seconds)

@@ -45,7 +45,7 @@ _REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 @dataclass
 class AssociationTally:
     """What one association did; logged when it ends. Also its instances stored and answered
-    but not yet in the index (``pending``, see ``Receiver._write``)."""
+    but not yet in the index (``pending``, see ``Receiver._index``)."""
 
     association_id: int
     calling_aet: str
