@@ -11,18 +11,22 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Sequence
 
+import pydicom
 import torch
 
 from cdss_node.ahead import AheadOfCompletion
 from cdss_node.config import AnalysisSection
+from cdss_node.dicom.mark import MarkProblem, read_mark
 from cdss_node.dicom.outputs import write_dicom_results
 from cdss_node.dicom.sr import ReportedModel, Version
 from cdss_node.jobs import AnalysisSettings, Outcome
 from cdss_node.logs import get_logger
 from cdss_node.model.bundle import ModelBundle, load_bundle
 from cdss_node.model.network import uses_image
-from cdss_node.pipeline.analyze import Analysis, analyze_series
+from cdss_node.pipeline.analyze import NOT_EVALUABLE, Analysis, analyze_series
 from cdss_node.pipeline.clinical import SuppliedFacts
+from cdss_node.pipeline.mark import Mark
+from cdss_node.pipeline.reasons import NotEvaluableReason
 from cdss_node.pipeline.segment import DefaultSegmenter, Segmenter
 from cdss_node.results import write_result
 from cdss_node.uids import node_device_uid
@@ -62,16 +66,57 @@ class Analyzer:
             analysis = None                       # made without the facts supplied here
         if analysis is None:
             analysis = self._pipeline(paths, supplied)
+        return self._write(analysis, paths, Path(out_dir), version)
+
+    def analyze_requested(self, paths: Sequence[Path], out_dir: Path, version: Version,
+                          mark_path: str = "", reason: str = "", detail: str = ""
+                          ) -> Outcome:
+        """An analysis a request asked for: the tumor at the radiologist's mark in the SR at
+        ``mark_path``; or the request's not-evaluable answer when ``reason`` (a
+        NotEvaluableReason name) says it cannot be acted on, the mark cannot be used or the
+        series has no files."""
+        sr = pydicom.dcmread(mark_path) if mark_path else None
+        found = read_mark(sr) if sr is not None else None
+        mark = found if isinstance(found, Mark) else None
+        if reason or not paths or (sr is not None and mark is None):
+            analysis = refused_request(reason, detail, found, sr)
+        else:
+            analysis = analyze_series(paths, self.segmenter, self.bundle,
+                                      attention=self.settings.attention_map, mark=mark)
+        log.info("requested_analysis", mark=mark.describe() if mark else None,
+                 status=analysis.status, reason_code=analysis.reason and analysis.reason.code)
+        return self._write(analysis, paths, Path(out_dir), version)
+
+    def _write(self, analysis: Analysis, paths: Sequence[Path], out_dir: Path,
+               version: Version) -> Outcome:
         result_file = write_result(out_dir, analysis, self.bundle)
-        dicom_files = write_dicom_results(Path(out_dir), analysis, reported_model(self.bundle),
+        dicom_files = write_dicom_results(out_dir, analysis, reported_model(self.bundle),
                                           paths, version, self.device_uid,
-                                          with_image=self.settings.result_image)
+                                          with_image=self.settings.result_image and bool(paths))
         return Outcome.of(analysis, result_file, tuple(dicom_files))
 
     def _pipeline(self, paths: Sequence[Path], supplied: SuppliedFacts = SuppliedFacts()
                   ) -> Analysis:
         return analyze_series(paths, self.segmenter, self.bundle, supplied,
                               attention=self.settings.attention_map)
+
+
+def refused_request(reason: str, detail: str, found, sr) -> Analysis:
+    """The not-evaluable answer to a request: ``reason`` if given, else the mark's problem,
+    else the series' files being gone; headers from the marking SR (its patient and study),
+    so that the answer lands in the same study."""
+    if reason:
+        coded = NotEvaluableReason[reason]
+    elif isinstance(found, MarkProblem):
+        coded, detail = found.reason, found.detail
+    elif sr is not None and found is None:
+        coded, detail = NotEvaluableReason.MARK_WITHOUT_IMAGE, "the SR holds no mark"
+    else:
+        coded = NotEvaluableReason.SERIES_NOT_RETRIEVABLE
+        detail = detail or "the series has no instance in the spool"
+    return Analysis(status=NOT_EVALUABLE, reason=coded, detail=detail,
+                    headers=[sr] if sr is not None else None,
+                    mark=found if isinstance(found, Mark) else None)
 
 
 def reported_model(bundle: ModelBundle) -> ReportedModel:

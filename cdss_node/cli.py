@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cdss_node.cli_model import add_model_commands
+from cdss_node.cli_study import add_study_command
 from cdss_node.config import Config, ConfigError, load_config, shown
 from cdss_node.config_default import render_default_config
 from cdss_node.logs import configure_logging, get_logger
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--family-history", choices=("yes", "no"),
                          help="family history of lung cancer (imputed when not given)")
     add_model_commands(sub)
+    add_study_command(sub)
     demo = _command(sub, "demo", cmd_demo, "start the node, send the sample series, show it")
     demo.add_argument("--series", type=Path, default=Path("sample_dicom/series"),
                       help="folder of DICOM files to send (default: sample_dicom/series)")

@@ -190,6 +190,19 @@ class HttpSection:
 
 
 @dataclass(frozen=True)
+class RetrieveSection:
+    source: str = _key(
+        "", "Name of the [[destinations]] entry to fetch CT series back from (the PACS) when "
+        "a radiologist's mark or cdss-node analyze-study needs a series the spool no longer "
+        "holds. Empty: no retrieval (such a mark gets a not-evaluable SR).")
+    method: str = _key(
+        "move", "move: C-MOVE, the PACS sends the series to this node's AE title (the PACS "
+        "must know the node as a modality); get: C-GET, on the node's own association.",
+        choices=("move", "get"))
+    timeout_s: float = _key(600.0, "Seconds one retrieval may take.", min=10.0, max=86400.0)
+
+
+@dataclass(frozen=True)
 class Destination:
     name: str
     ae_title: str
@@ -217,6 +230,7 @@ class Config:
     outputs: OutputsSection = field(default_factory=OutputsSection)
     outbox: OutboxSection = field(default_factory=OutboxSection)
     http: HttpSection = field(default_factory=HttpSection)
+    retrieve: RetrieveSection = field(default_factory=RetrieveSection)
     destinations: tuple[Destination, ...] = ()
 
     @property
@@ -226,6 +240,11 @@ class Config:
     @property
     def tls_enabled(self) -> bool:
         return bool(self.security.tls_cert)
+
+    @property
+    def retrieve_source(self) -> Destination | None:
+        """The destination ``[retrieve] source`` names, or None (no retrieval)."""
+        return next((d for d in self.destinations if d.name == self.retrieve.source), None)
 
 
 SECTIONS: dict[str, type] = {
@@ -238,6 +257,7 @@ SECTIONS: dict[str, type] = {
     "outputs": OutputsSection,
     "outbox": OutboxSection,
     "http": HttpSection,
+    "retrieve": RetrieveSection,
 }
 
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable ASCII without backslash
@@ -525,6 +545,9 @@ def _cross_checks(config: Config) -> list[str]:
             problems.append(f"security.allowed_calling_aets: {p}")
     problems.extend(_tls_problems(config.security))
     problems.extend(_analysis_problems(config.analysis))
+    if config.retrieve.source and config.retrieve_source is None:
+        problems.append(f"retrieve.source: expected the name of a [[destinations]] entry, "
+                        f"found {shown(config.retrieve.source)}")
     if config.http.enabled and config.http.port == config.node.port:
         problems.append(f"http.port: expected a port other than the DICOM port, found "
                         f"{config.http.port} for both")

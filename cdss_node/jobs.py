@@ -59,6 +59,9 @@ class AnalysisRequest:
     out_dir: str
     generation: int = 1        # the analysis of the series this is (1, 2, ...)
     previous_sr: str = ""      # the SR of the last earlier analysis, superseded by this one
+    mark: str = ""             # a radiologist's SR whose mark chooses the tumor
+    reason: str = ""           # a NotEvaluableReason name: the request cannot be acted on
+    detail: str = ""           # ... and why
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,22 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from cdss_node.config import Config
 from cdss_node.dicom.receiver import Receiver
+from cdss_node.dicom.retrieve import get_series, move_series
 from cdss_node.dicom.sender import DestinationProbe, deliver_due
 from cdss_node.dicom.spooled import spooled_record
 from cdss_node.logs import get_logger
 from cdss_node.monitor.metrics import IndexCollector
 from cdss_node.monitor.server import HttpServer
 from cdss_node.monitor.telemetry import Telemetry
+from cdss_node.requested import RequestDesk
 from cdss_node.series import CompletionRule, SeriesTracker
 from cdss_node.store.index import Index
-from cdss_node.store import outbox
+from cdss_node.store import outbox, requests
 from cdss_node.store.orphans import recover_orphans, remove_stale_parts
 from cdss_node.store.retention import purge_finished_series, purge_results
 from cdss_node.store.spool import Spool
 from cdss_node.store.states import FINISHED
+from cdss_node.uids import node_device_uid
 from cdss_node.worker import RESULTS_DIR, Worker
 
 log = get_logger(__name__)
@@ -31,6 +34,7 @@ log = get_logger(__name__)
 INDEX_FILE = "index.sqlite3"
 SPOOL_DIR = "spool"
 RETENTION_EVERY_S = 3600
+REQUESTS_EVERY_S = 2.0      # marks and analyze-study requests are looked at this often
 
 
 class Node:
@@ -44,8 +48,12 @@ class Node:
         self.tracker = SeriesTracker(self.index, rule)
         self.telemetry = Telemetry()
         self.telemetry.registry.register(IndexCollector(self))
+        self.marks = Spool(data / requests.MARKS_DIR, fsync=config.store.fsync)
         self.receiver = Receiver(config, self.index, self.spool, self._after_association,
-                                 self.telemetry)
+                                 self.telemetry, self.marks, self._request_arrived)
+        self.desk = RequestDesk(config, self.index, self.spool, self.marks,
+                                node_device_uid(data), self._retrieve
+                                if config.retrieve_source else None)
         self.worker = (Worker(config, self.index, self.spool.root, self._results_waiting)
                        if config.analysis.workers else None)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
@@ -63,7 +71,8 @@ class Node:
         log.info("node_recovered", associations_closed=report.associations_closed,
                  jobs_requeued=report.jobs_requeued, series_requeued=report.series_requeued,
                  partial_files_removed=partial, orphans_indexed=orphans.indexed,
-                 orphans_removed=orphans.removed, results_due_now=outbox.make_due(self.index))
+                 orphans_removed=orphans.removed, results_due_now=outbox.make_due(self.index),
+                 requests_resumed=self.desk.recover())
         if self.http:
             self.http.start()       # first: a port in use stops the start before anything runs
         self._schedule_periodic()
@@ -89,6 +98,8 @@ class Node:
         self.scheduler.add_job(self._deliver, "interval",
                                seconds=self.config.outbox.check_interval_s, id="outbox",
                                max_instances=1, coalesce=True)
+        self.scheduler.add_job(self._take_requests, "interval", seconds=REQUESTS_EVERY_S,
+                               id="requests", max_instances=1, coalesce=True)
         self.scheduler.add_job(self._retention, "interval", seconds=RETENTION_EVERY_S,
                                id="retention", max_instances=1, coalesce=True,
                                next_run_time=datetime.now(timezone.utc) + timedelta(seconds=5))
@@ -105,6 +116,32 @@ class Node:
         self.receiver.index_pending()
         if self.tracker.check() and self.worker:
             self.worker.wake()
+
+    def _request_arrived(self) -> None:
+        """A radiologist's SR was stored: take it now rather than at the next round."""
+        self.scheduler.modify_job("requests", next_run_time=datetime.now(timezone.utc))
+
+    def _take_requests(self) -> None:
+        if self.desk.check() and self.worker:
+            self.worker.wake()
+
+    def _retrieve(self, series_uid: str, study_uid: str) -> bool:
+        """Fetch a series from ``[retrieve] source`` into the node: C-MOVE to the node's own
+        AE title (the receiver takes it as any sending), or C-GET served by the receiver's
+        handler on this association. True when the PACS delivered it."""
+        source, section = self.config.retrieve_source, self.config.retrieve
+        aet = self.config.node.ae_title
+        if section.method == "move":
+            outcome = move_series(source, aet, study_uid, series_uid, aet, section.timeout_s)
+        else:
+            prepare, on_store, end = self.receiver.retrieval(source.ae_title)
+            try:
+                outcome = get_series(source, aet, study_uid, series_uid, on_store,
+                                     section.timeout_s, prepare)
+            finally:
+                end("released")
+        self.receiver.index_pending()
+        return outcome.ok
 
     def _results_waiting(self) -> None:
         """Send new results now rather than at the next look at the outbox."""

@@ -26,6 +26,7 @@ from structlog.contextvars import bound_contextvars
 from cdss_node.config import Config
 from cdss_node.jobs import SR_FILE, AheadRequest, AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.logs import configure_logging, get_logger
+from cdss_node.store.requests import MARKS_DIR
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
 
@@ -96,6 +97,10 @@ def _answer(analyzer, request: AnalysisRequest) -> tuple[str, object]:
         paths = [Path(p) for p in request.paths]
         previous = read_report(request.previous_sr) if request.previous_sr else None
         version = Version(instance_number=request.generation, previous=previous)
+        if request.mark or request.reason:
+            return "ok", analyzer.analyze_requested(paths, Path(request.out_dir), version,
+                                                    request.mark, request.reason,
+                                                    request.detail)
         return "ok", analyzer.analyze(paths, Path(request.out_dir), version=version)
     except Exception as error:  # the one broad catch: the worker loop's top
         log.exception("analysis_failed")
@@ -262,8 +267,10 @@ class Worker:
             request = AnalysisRequest(
                 paths=self._paths(series_uid),
                 out_dir=str(self.results_root / series_uid / f"g{generation}"),
-                generation=generation, previous_sr=self._previous_sr(series_uid, generation))
-            log.info("analysis_started", instances=len(request.paths))
+                generation=generation, previous_sr=self._previous_sr(series_uid, generation),
+                **self._asked(job_id))
+            log.info("analysis_started", instances=len(request.paths),
+                     mark=bool(request.mark), reason=request.reason or None)
             try:
                 outcome = self.process.run(request, self.config.analysis.job_timeout_s)
             except AnalysisFailed as error:
@@ -273,6 +280,15 @@ class Worker:
                 log.error("analysis_failed", error=str(error), now=state and state.value)
                 return
             self._record(job_id, outcome)
+
+    def _asked(self, job_id: int) -> dict:
+        """What the job's request adds: the mark's SR file, or why it cannot be acted on."""
+        row = self.index.job_request(job_id)
+        if row is None:
+            return {}
+        mark = str(self.config.data_path.resolve() / MARKS_DIR / row["path"]) if row["path"] \
+            else ""
+        return {"mark": mark, "reason": row["reason"] or "", "detail": row["detail"] or ""}
 
     def _previous_sr(self, series_uid: str, generation: int) -> str:
         """The SR of the latest earlier analysis of the series, if one was written."""

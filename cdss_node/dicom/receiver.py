@@ -23,10 +23,12 @@ from cdss_node.config import Config
 from cdss_node.dicom import checks, connections, transport, wire
 from cdss_node.dicom.checks import InstanceHeader, StoreProblem
 from cdss_node.dicom.file_meta import file_meta
+from cdss_node.dicom.mark import MARK_SOP_CLASSES
 from cdss_node.dicom.received import ReceivedDataset
-from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from cdss_node.dicom.sop import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES, UNCOMPRESSED
 from cdss_node.logs import get_logger
 from cdss_node.monitor.telemetry import Telemetry
+from cdss_node.store import requests
 from cdss_node.store.index import Index, InstanceRecord
 from cdss_node.store.spool import FreeSpace, Spool
 
@@ -65,12 +67,15 @@ class Receiver:
 
     def __init__(self, config: Config, index: Index, spool: Spool,
                  on_association_end: Callable[[], None] = lambda: None,
-                 telemetry: Telemetry | None = None):
+                 telemetry: Telemetry | None = None, marks: Spool | None = None,
+                 on_mark: Callable[[], None] = lambda: None):
         self.config = config
         self.telemetry = telemetry or Telemetry()
         self.index = index
         self.spool = spool
+        self.marks = marks or Spool(spool.root.parent / requests.MARKS_DIR, fsync=spool.fsync)
         self.on_association_end = on_association_end
+        self.on_mark = on_mark                         # told of each radiologist's SR stored
         self._reserve_bytes = config.store.reserve_mb * 1024 * 1024
         self._free_space = FreeSpace(spool.free_bytes)
         self._log_instances = config.logging.level == "debug"  # a skipped call costs 30 us
@@ -118,6 +123,8 @@ class Receiver:
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_SOP_CLASSES:
             ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+        for sop_class in MARK_SOP_CLASSES:    # a radiologist's mark (cdss_node.dicom.mark)
+            ae.add_supported_context(sop_class, list(UNCOMPRESSED))
         return ae
 
     def _ssl_context(self) -> ssl.SSLContext | None:
@@ -177,12 +184,34 @@ class Receiver:
     def _on_accepted(self, event: evt.Event) -> None:
         calling = event.assoc.requestor.ae_title
         peer = f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
+        tally = self._open_tally(event.assoc, calling, peer)
+        log.info("association_accepted", association_id=tally.association_id,
+                 calling_aet=calling, peer=peer)
+
+    def _open_tally(self, assoc, calling: str, peer: str) -> AssociationTally:
         association_id = self.index.open_association(calling, peer)
-        event.assoc.cdss_tally = tally = AssociationTally(association_id, calling)
+        assoc.cdss_tally = tally = AssociationTally(association_id, calling)
         with self._end_lock:
             self._open[association_id] = tally
-        log.info("association_accepted", association_id=association_id, calling_aet=calling,
-                 peer=peer)
+        return tally
+
+    def retrieval(self, source_aet: str) -> tuple[Callable, Callable, Callable]:
+        """A C-GET on the node's own association, served as a received association:
+        (prepare, on_store, end) for ``retrieve.get_series``. ``prepare`` gives the
+        association its index row (its series wait for it to end), ``on_store`` is the
+        C-STORE handler, ``end(outcome)`` records the end once its rows are written."""
+        opened: list[AssociationTally] = []
+
+        def prepare(assoc) -> None:
+            peer = f"{assoc.acceptor.address}:{assoc.acceptor.port}"
+            opened.append(self._open_tally(assoc, source_aet, peer))
+
+        def end(outcome: str) -> None:
+            for tally in opened:
+                with tally.lock:
+                    tally.ended = outcome
+                self._close_when_indexed(tally)
+        return prepare, self._on_store, end
 
     def _on_ended(self, event: evt.Event, outcome: str) -> None:
         """The first of EVT_RELEASED, EVT_ABORTED and EVT_CONN_CLOSE (pynetdicom fires some of
@@ -337,6 +366,8 @@ class Receiver:
             return self._refused(scan, event)
         header = checks.instance_header(scan, event.context.abstract_syntax,
                                         event.request.AffectedSOPInstanceUID)
+        if not isinstance(header, StoreProblem) and header.sop_class_uid in MARK_SOP_CLASSES:
+            return self._write_mark(event, received, header, tally)
         problem = header if isinstance(header, StoreProblem) else checks.image_problem(scan, ts)
         if problem:
             return self._refused(problem, event)
@@ -375,6 +406,30 @@ class Receiver:
         if self._log_instances:
             log.debug("instance_stored", sop_instance_uid=sop_uid, replaced=known is not None,
                       study_uid=header.study_uid, series_uid=header.series_uid)
+        return None
+
+
+    def _write_mark(self, event: evt.Event, received: ReceivedDataset, header: InstanceHeader,
+                    tally: AssociationTally) -> None:
+        """A radiologist's SR: its file into ``marks/`` and a request row, written before
+        the answer (the node's mark desk reads it: ``cdss_node.marks``); the same SR again
+        is a duplicate."""
+        path = self.marks.instance_path(header.study_uid, header.series_uid,
+                                        header.sop_instance_uid)
+        relative = str(path.relative_to(self.marks.root))
+        if path.exists() and received.same_as_file(path) and requests.known_path(
+                self.index, relative):
+            tally.duplicates += 1
+            return None
+        meta = file_meta(header.sop_class_uid, header.sop_instance_uid,
+                         event.context.transfer_syntax, tally.calling_aet)
+        self.marks.write_atomic(path, meta, received.chunk())
+        request_id = requests.add(self.index, requests.MARK, header.study_uid, path=relative,
+                                  sop_instance_uid=header.sop_instance_uid)
+        tally.stored += 1
+        log.info("mark_report_received", request_id=request_id, study_uid=header.study_uid,
+                 sop_instance_uid=header.sop_instance_uid)
+        self.on_mark()
         return None
 
 

@@ -73,6 +73,8 @@ LOSSY_NOTE = (" Computed on lossy-compressed CT images: radiomics and the predic
               "from those of the original images.")
 ATTENTION = Code("ATTENTION", P, "Model attention (Grad-CAM)")
 ATTENTION_INSIDE = Code("ATTENTION-IN-TUMOR", P, "Model attention inside the tumor")
+CHOSEN_BY = Code("CHOSEN-BY", P, "Tumor chosen by")
+RADIOLOGIST_MARK = Code("MARK", P, "Radiologist's mark")
 CLINICAL_UNITS = {"age_years": Code("a", "UCUM", "year"), "height_m": Code("m", "UCUM", "m"),
                   "weight_kg": Code("kg", "UCUM", "kg")}
 
@@ -130,12 +132,50 @@ def egfr_report(analysis: Analysis, model: ReportedModel, seg: hd.seg.Segmentati
         impression += LOSSY_NOTE
     impression += _quality_note(analysis)
     groups = ([_key_slice_group(analysis, model, key, tracking)] if key else []) + [group]
-    summary = _summary(impression, model)
-    evidence = [seg, *headers]
+    summary = _summary(_chosen_note(analysis) + impression, model)
+    evidence = [seg, *headers, *_mark_evidence(analysis)]
+    summary.ContentSequence.extend(_mark_items(analysis))
     if attention is not None:
         summary.ContentSequence.extend(_attention_items(analysis, attention))
         evidence.insert(1, attention)
     return _document(groups, summary, evidence, headers, equipment, version, key)
+
+
+def _chosen_note(analysis: Analysis) -> str:
+    """The impression's first words when a radiologist's mark chose the tumor."""
+    mark = analysis.mark
+    if mark is None:
+        return ""
+    return f"Tumor chosen by a radiologist{f' ({mark.observer})' if mark.observer else ''}. "
+
+
+def _mark_items(analysis: Analysis) -> list:
+    """The Summary's lines on the radiologist's mark: what it was, who made it (PNAME), and
+    the marking SR itself (COMPOSITE)."""
+    mark = analysis.mark
+    if mark is None:
+        return []
+    who = mark.observer or "a radiologist (the marking SR names no observer)"
+    items = [_text(RADIOLOGIST_MARK, f"The tumor analysed is the one {who} marked: "
+                   f"{mark.describe()}, in SR {mark.sr_sop_instance_uid}.")]
+    if mark.observer:
+        items.append(hd.sr.PnameContentItem(name=CHOSEN_BY, value=mark.observer[:64],
+                                            relationship_type=CONTAINS))
+    items.append(hd.sr.CompositeContentItem(
+        name=RADIOLOGIST_MARK, referenced_sop_class_uid=mark.sr_sop_class_uid,
+        referenced_sop_instance_uid=mark.sr_sop_instance_uid, relationship_type=CONTAINS))
+    return items
+
+
+def _mark_evidence(analysis: Analysis) -> list[Dataset]:
+    """The marking SR among the evidence (same study: Current Requested Procedure Evidence)."""
+    mark = analysis.mark
+    if mark is None:
+        return []
+    ds = Dataset()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = mark.study_uid, mark.sr_series_uid
+    ds.SOPClassUID, ds.SOPInstanceUID = mark.sr_sop_class_uid, mark.sr_sop_instance_uid
+    return [ds]
 
 
 def _attention_items(analysis: Analysis, attention: hd.seg.Segmentation) -> list:
@@ -202,6 +242,7 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
         _code(ANALYSIS_RESULT, Code(reason.code, P, reason.meaning)),
         *[_code(QUALITY_FLAG, Code(flag.code, P, flag.meaning))
           for flag in analysis.quality_flags],
+        *_mark_items(analysis),
         _text(MODEL, f"{model.name} {model.version} (manifest sha256 {model.sha256})")])
     root = hd.sr.ContainerContentItem(name=DIAGNOSTIC_IMAGING_REPORT, template_id="2000")
     root.ContentSequence = hd.sr.ContentSequence([
@@ -209,7 +250,9 @@ def not_evaluable_report(analysis: Analysis, model: ReportedModel, headers: Sequ
         *hd.sr.ObservationContext(observer_device_context=_observer(equipment)),
         _summary(sentence, model), findings])
     _separate(root)
-    return _sr(root, headers, headers, equipment, version)
+    known = {str(h.SOPInstanceUID) for h in headers}
+    evidence = [*headers, *(e for e in _mark_evidence(analysis) if e.SOPInstanceUID not in known)]
+    return _sr(root, evidence, headers, equipment, version)
 
 
 def _quality_note(analysis: Analysis) -> str:

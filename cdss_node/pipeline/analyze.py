@@ -24,6 +24,7 @@ from cdss_node.model.predict import explain_egfr, predict_egfr
 from cdss_node.pipeline.clinical import SuppliedFacts, clinical_vector
 from cdss_node.pipeline.crop import ct_tumor_crop
 from cdss_node.pipeline.load import load_series
+from cdss_node.pipeline.mark import Mark, seed_of
 from cdss_node.pipeline.radiomics import extract_radiomics
 from cdss_node.pipeline.reasons import NotEvaluableReason, QualityFlag
 from cdss_node.pipeline.records import (
@@ -36,6 +37,7 @@ from cdss_node.pipeline.records import (
     TumorMask,
     require,
 )
+from cdss_node.pipeline.seeded import tumor_at_mark
 from cdss_node.pipeline.segment import Segmenter
 
 log = get_logger(__name__)
@@ -59,6 +61,7 @@ class Analysis:
     prediction: EgfrPrediction | None = None
     attention: AttentionMap | None = None         # image networks only
     headers: list | None = None                   # the series' headers (pydicom, no pixels)
+    mark: Mark | None = None                      # the radiologist's mark that chose the tumor
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -93,11 +96,12 @@ class StageClock:
 
 
 def analyze_series(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
-                   supplied: SuppliedFacts = SuppliedFacts(), attention: bool = True
-                   ) -> Analysis:
+                   supplied: SuppliedFacts = SuppliedFacts(), attention: bool = True,
+                   mark: Mark | None = None) -> Analysis:
     """Run the pipeline on the files of one series; ``attention``: the Grad-CAM too, where the
-    model has an image network."""
-    clock, found = StageClock(), {}
+    model has an image network; ``mark``: the tumor is the one a radiologist marked
+    (``pipeline.seeded``), not the segmenter's choice."""
+    clock, found = StageClock(), {"mark": mark}
     try:
         _run(paths, segmenter, bundle, supplied, clock, found, attention)
     except NotEvaluable as rejected:
@@ -114,7 +118,7 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
         volume, found["headers"] = load_series(paths)
         found["volume"] = volume
     with clock.stage("segment"):
-        tumor = found["tumor"] = segmenter.segment(volume)
+        tumor = found["tumor"] = _segment(segmenter, volume, found["mark"])
     if QualityFlag.LUNGS_NOT_COVERED in tumor.flags:
         raise NotEvaluable(NotEvaluableReason.LUNGS_NOT_COVERED,
                            f"{segmenter.name} {segmenter.version} found "
@@ -137,6 +141,12 @@ def _run(paths: Sequence[Path], segmenter: Segmenter, bundle: ModelBundle,
     if crop is not None and attention:
         with clock.stage("attention"):
             found["attention"] = _attention(bundle, crop, found, tumor)
+
+
+def _segment(segmenter: Segmenter, volume: CTVolume, mark: Mark | None) -> TumorMask:
+    if mark is None:
+        return segmenter.segment(volume)
+    return tumor_at_mark(segmenter, volume, seed_of(mark, volume))
 
 
 def _attention(bundle: ModelBundle, crop: TumorCrop, found: dict, tumor: TumorMask

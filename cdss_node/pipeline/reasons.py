@@ -50,6 +50,18 @@ class NotEvaluableReason(_Coded):
     LUNGS_NOT_COVERED = ("NE012", "Lungs not covered",
                          "The scan does not cover the lungs (its range or field of view holds "
                          "too little lung to look for a tumor).")
+    # a radiologist's mark (an SR from the viewer) that the node cannot act on
+    MARK_WITHOUT_IMAGE = ("NE013", "Mark not on a CT image",
+                          "The radiologist's mark names no image of a CT series the node "
+                          "can analyse (no image reference, or an image outside the series).")
+    MARK_OUTSIDE_LUNGS = ("NE014", "Mark outside the lungs",
+                          "The radiologist's mark lies outside the lung fields; the node "
+                          "looks for lung tumors only.")
+    SERIES_NOT_RETRIEVABLE = ("NE015", "Series not retrievable",
+                              "The CT series is no longer held by the node and the PACS did "
+                              "not deliver it.")
+    NO_LESION_AT_MARK = ("NE016", "No lesion at the mark",
+                         "No lesion was found at or near the radiologist's mark.")
 
 
 class QualityFlag(_Coded):

@@ -108,6 +108,7 @@ class CandidateMap:
     spacing_mm: tuple[float, float, float]
     grid_shape: tuple[int, ...]
     candidates: list[Candidate]
+    measured: np.ndarray | None = None   # every measured candidate's label (``keep_measured``)
 
     @property
     def plausible(self) -> list[Candidate]:
@@ -117,8 +118,9 @@ class CandidateMap:
 
     def on_grid(self, candidate: Candidate) -> np.ndarray:
         """The candidate on the whole candidate grid."""
+        labels = self.labels if candidate.plausible or self.measured is None else self.measured
         grid = np.zeros(self.grid_shape, dtype=bool)
-        grid[self.box] = self.labels == candidate.label
+        grid[self.box] = labels == candidate.label
         return grid
 
 
@@ -130,13 +132,9 @@ class DefaultSegmenter:
     version = "0.5"
 
     def segment(self, volume: CTVolume) -> TumorMask:
-        fine, fine_mm = to_grid(volume.hu, volume.spacing_mm, CANDIDATE_SPACING_MM)
-        lungs = find_lungs(*to_grid(fine, fine_mm, WORK_SPACING_MM))
-        flags = lung_flags(lungs)
+        lungs, flags, found = self.look(volume)
         if QualityFlag.LUNGS_NOT_COVERED in flags:
             return _no_tumor(volume, self, flags, lungs)
-        found = find_candidates(fine, to_shape(lungs.mask, lungs.spacing_mm, fine_mm,
-                                               fine.shape), fine_mm, volume.spacing_mm[0])
         plausible = found.plausible if found else []
         outlines = [_outline_candidate(found, c, volume, lungs)
                     for c in plausible[:1 + MAX_OTHER_CANDIDATES]]
@@ -150,6 +148,19 @@ class DefaultSegmenter:
                          segmenter=f"{self.name} {self.version}", candidates=len(plausible),
                          flags=tuple(flags), lung_volume_ml=lungs.volume_ml,
                          others=others if len(outlines) > 1 else None)
+
+    def look(self, volume: CTVolume, keep_measured: bool = False
+             ) -> tuple[LungFields, list[QualityFlag], CandidateMap | None]:
+        """The lung fields, what they say of the scan, and the lesion candidates in them
+        (none looked for when the lungs are not covered)."""
+        fine, fine_mm = to_grid(volume.hu, volume.spacing_mm, CANDIDATE_SPACING_MM)
+        lungs = find_lungs(*to_grid(fine, fine_mm, WORK_SPACING_MM))
+        flags = lung_flags(lungs)
+        if QualityFlag.LUNGS_NOT_COVERED in flags:
+            return lungs, flags, None
+        return lungs, flags, find_candidates(
+            fine, to_shape(lungs.mask, lungs.spacing_mm, fine_mm, fine.shape), fine_mm,
+            volume.spacing_mm[0], keep_measured)
 
 
 def _no_tumor(volume: CTVolume, segmenter, flags, lungs: LungFields) -> TumorMask:
@@ -197,13 +208,14 @@ def _outline_candidate(found: CandidateMap, candidate: Candidate, volume: CTVolu
 
 
 def find_candidates(hu: np.ndarray, lungs: np.ndarray, spacing_mm: tuple[float, float, float],
-                    slice_mm: float) -> CandidateMap | None:
+                    slice_mm: float, keep_measured: bool = False) -> CandidateMap | None:
     """Tissue denser than LESION_HU (and not blood pool) in the lung fields (on the candidate
     grid), opened to cut vessels away: first with the smallest of VESSEL_OPENINGS_MM, then
     what is not plausible (a tumor still joined to vessels) with the next larger one, and so
     on; each opening as thick along z as the series' slices (``slice_mm``) resolve
     (``vessel_opening``). Worked out in the lungs' box, widened by the shell so that only the
-    scan's edges clip a shell."""
+    scan's edges clip a shell. ``keep_measured``: also map every measured candidate (the last
+    opening's piece where openings overlap), for a mark to choose from."""
     margin = [int(np.ceil(SHELL_MM / s)) + 1 for s in spacing_mm]
     box = bounding_box(lungs, margin)
     if box is None:
@@ -211,19 +223,32 @@ def find_candidates(hu: np.ndarray, lungs: np.ndarray, spacing_mm: tuple[float, 
     hu_c = hu[box]
     remaining = (hu_c > LESION_HU) & (hu_c <= BLOOD_POOL_HU) & lungs[box]
     plausible_labels = np.zeros(remaining.shape, dtype=np.int32)
+    measured_labels = np.zeros(remaining.shape, dtype=np.int32) if keep_measured else None
     measured: list[Candidate] = []
     offset = 0
     for radius in VESSEL_OPENINGS_MM:
         labels, count = ndimage.label(vessel_opening(remaining, radius, spacing_mm, slice_mm))
         found = _measure(labels, hu_c, lungs[box], spacing_mm, radius, offset)
         measured += found
+        if measured_labels is not None:
+            _map_measured(measured_labels, labels, found, offset, count)
         for candidate in (c for c in found if c.plausible):
             plausible_labels[labels == candidate.label - offset] = candidate.label
         remaining = (labels > 0) & (plausible_labels == 0)
         offset += count
         if not remaining.any():
             break
-    return CandidateMap(plausible_labels, box, spacing_mm, hu.shape, measured)
+    return CandidateMap(plausible_labels, box, spacing_mm, hu.shape, measured, measured_labels)
+
+
+def _map_measured(into: np.ndarray, labels: np.ndarray, found: list[Candidate], offset: int,
+                  count: int) -> None:
+    """Write the measured candidates' labels (offset) into ``into``, one pass."""
+    lut = np.zeros(count + 1, dtype=np.int32)
+    for candidate in found:
+        lut[candidate.label - offset] = candidate.label
+    ids = lut[labels]
+    into[ids > 0] = ids[ids > 0]
 
 
 def vessel_opening(mask: np.ndarray, radius_mm: float, spacing_mm: tuple[float, float, float],

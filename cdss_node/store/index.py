@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from cdss_node.store.states import SeriesState, check_transition
+from cdss_node.store import requests
+from cdss_node.store.states import FINISHED, SeriesState, check_transition
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS associations (
@@ -47,6 +48,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, next_attempt_at REAL NOT NULL,
     sent_at REAL, last_error TEXT);
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT,
+    path TEXT, sop_instance_uid TEXT, state TEXT NOT NULL, detail TEXT, reason TEXT,
+    job_id INTEGER,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE TABLE IF NOT EXISTS health (
     id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS series_events (
@@ -113,6 +120,8 @@ class Index:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "result_file" not in columns:
             self._db.execute("ALTER TABLE jobs ADD COLUMN result_file TEXT")
+        if "request_id" not in columns:
+            self._db.execute("ALTER TABLE jobs ADD COLUMN request_id INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -231,6 +240,7 @@ class Index:
                    "reason=NULL WHERE series_uid=?", (SeriesState.RECEIVING, series_uid))
         db.execute("UPDATE jobs SET state='superseded', finished_at=? WHERE series_uid=? "
                    "AND state IN ('queued', 'running')", (now, series_uid))
+        requests.released(db, series_uid, now)
         _log_event(db, series_uid, state, SeriesState.RECEIVING,
                    "new instance after completion; the result will be superseded", now)
 
@@ -261,15 +271,58 @@ class Index:
             self._queue(db, series_uid, SeriesState.COMPLETE, now)
             return True
 
-    def _queue(self, db: sqlite3.Connection, series_uid: str, state: str, now: float) -> None:
+    def _queue(self, db: sqlite3.Connection, series_uid: str, state: str, now: float,
+               request_id: int | None = None, why: str = "job queued") -> None:
+        """A new job for the series; it carries ``request_id``, or else the newest mark that
+        waits for this series (``store.requests``)."""
         check_transition(state, SeriesState.QUEUED)
         generation = db.execute("SELECT generation FROM series WHERE series_uid=?",
                                 (series_uid,)).fetchone()[0]
-        db.execute("INSERT INTO jobs (series_uid, generation, state, created_at) "
-                   "VALUES (?, ?, 'queued', ?)", (series_uid, generation, now))
+        if request_id is None:
+            request_id = requests.waiting_mark(db, series_uid)
+        job = db.execute("INSERT INTO jobs (series_uid, generation, state, created_at, "
+                         "request_id) VALUES (?, ?, 'queued', ?, ?)",
+                         (series_uid, generation, now, request_id)).lastrowid
         db.execute("UPDATE series SET state=?, updated_at=? WHERE series_uid=?",
                    (SeriesState.QUEUED, now, series_uid))
-        _log_event(db, series_uid, state, SeriesState.QUEUED, "job queued", now)
+        if request_id is not None:
+            requests.attach(db, request_id, job, series_uid, now)
+            why = "job queued for a request (a radiologist's mark or analyze-study)"
+        _log_event(db, series_uid, state, SeriesState.QUEUED, why, now)
+
+    def queue_requested(self, request_id: int, series_uid: str, study_uid: str,
+                        modality: str = "CT") -> str:
+        """Analyse the series again for a request, in one transaction: a finished series
+        (or one the node never received) is queued at once with the next generation
+        ("queued"); one still receiving, queued or processing is left to finish first
+        ("waiting": its next job takes the request)."""
+        now = time.time()
+        with self.transaction() as db:
+            row = db.execute("SELECT state FROM series WHERE series_uid=?",
+                             (series_uid,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO series (series_uid, study_uid, modality, state, "
+                           "first_received, last_received, completed_at, updated_at) VALUES "
+                           "(?,?,?,?,?,?,?,?)", (series_uid, study_uid, modality,
+                                                 SeriesState.COMPLETE, now, now, now, now))
+                _log_event(db, series_uid, None, SeriesState.COMPLETE, "requested", now)
+                state = SeriesState.COMPLETE
+            elif row["state"] in FINISHED:
+                state = row["state"]
+                db.execute("UPDATE series SET generation=generation+1 WHERE series_uid=?",
+                           (series_uid,))
+            else:
+                requests.set_state(db, request_id, requests.WAITING,
+                                   f"series {row['state']}", now, series_uid)
+                return "waiting"
+            self._queue(db, series_uid, state, now, request_id)
+            return "queued"
+
+    def job_request(self, job_id: int) -> sqlite3.Row | None:
+        """The request a job carries (kind, path of a mark), or None."""
+        rows = self.query("SELECT r.* FROM requests r JOIN jobs j ON j.request_id = r.id "
+                          "WHERE j.id=?", (job_id,))
+        return rows[0] if rows else None
 
     def claim_job(self) -> tuple[int, str, int] | None:
         """The oldest queued job, now running: (job id, series UID, generation)."""
@@ -305,6 +358,7 @@ class Index:
             series_uid, generation = db.execute("SELECT series_uid, generation FROM jobs "
                                                 "WHERE id=?", (job_id,)).fetchone()
             self._set_state(db, series_uid, state, reason, now)
+            requests.finished(db, job_id, state.value, reason, now)
             db.executemany("INSERT INTO outbox (series_uid, generation, destination, path, "
                            "state, created_at, next_attempt_at) VALUES (?,?,?,?,'pending',?,?)",
                            [(series_uid, generation, d, p, now, now) for d, p in deliveries])
@@ -325,6 +379,8 @@ class Index:
                                       None if to == SeriesState.QUEUED else now, job_id))
             note = f"attempt {row['attempts']} of {max_attempts}: {reason}"
             self._set_state(db, row["series_uid"], to, note, now)
+            if to == SeriesState.FAILED:
+                requests.finished(db, job_id, to.value, reason, now)
             return to
 
     def _set_state(self, db: sqlite3.Connection, series_uid: str, to: SeriesState,

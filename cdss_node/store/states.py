@@ -22,9 +22,10 @@ _ALLOWED: dict[SeriesState, frozenset[SeriesState]] = {
     SeriesState.COMPLETE: frozenset({SeriesState.QUEUED, SeriesState.RECEIVING}),
     SeriesState.QUEUED: frozenset({SeriesState.PROCESSING, SeriesState.RECEIVING}),
     SeriesState.PROCESSING: frozenset(FINISHED | {SeriesState.QUEUED, SeriesState.RECEIVING}),
-    SeriesState.DONE: frozenset({SeriesState.RECEIVING}),
+    # a finished series is queued again for a request (a radiologist's mark, analyze-study)
+    SeriesState.DONE: frozenset({SeriesState.RECEIVING, SeriesState.QUEUED}),
     SeriesState.FAILED: frozenset({SeriesState.RECEIVING, SeriesState.QUEUED}),
-    SeriesState.NOT_EVALUABLE: frozenset({SeriesState.RECEIVING}),
+    SeriesState.NOT_EVALUABLE: frozenset({SeriesState.RECEIVING, SeriesState.QUEUED}),
 }
 
 

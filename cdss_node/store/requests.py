@@ -1,0 +1,102 @@
+"""Analyses asked for from outside the series tracker: a radiologist's mark (an SR the viewer
+saved, routed to the node by the PACS) and ``cdss-node analyze-study``. Rows of the index's
+``requests`` table; the mark's SR file lies in the data folder's ``marks/``.
+
+A request is ``received``; then ``ignored`` (the node's own report, an SR without a mark),
+``waiting`` (for its series to finish receiving or analysing), ``retrieving`` (from the PACS)
+or ``queued`` (a job carries it); then ``done``, ``not_evaluable`` or ``failed`` as its job
+ends. A job superseded by new instances gives its request back to ``waiting``, and the
+series' next job takes it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+MARKS_DIR = "marks"   # in the data folder, beside the spool: the SR files of marks
+MARK, STUDY = "mark", "study"
+RECEIVED, IGNORED, WAITING, RETRIEVING, QUEUED = (
+    "received", "ignored", "waiting", "retrieving", "queued")
+SUPERSEDED = "superseded"
+OPEN = (RECEIVED, WAITING, RETRIEVING)
+
+
+def add(index, kind: str, study_uid: str, path: str | None = None,
+        sop_instance_uid: str | None = None, series_uid: str | None = None) -> int:
+    now = time.time()
+    with index.transaction() as db:
+        return int(db.execute(
+            "INSERT INTO requests (kind, study_uid, series_uid, path, sop_instance_uid, state, "
+            "created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+            (kind, study_uid, series_uid, path, sop_instance_uid, RECEIVED, now, now)).lastrowid)
+
+
+def in_states(index, *states: str) -> list[sqlite3.Row]:
+    marks = ",".join("?" * len(states))
+    return index.query(f"SELECT * FROM requests WHERE state IN ({marks}) ORDER BY id", states)
+
+
+def get(index, request_id: int) -> sqlite3.Row | None:
+    rows = index.query("SELECT * FROM requests WHERE id=?", (request_id,))
+    return rows[0] if rows else None
+
+
+def update(index, request_id: int, state: str, detail: str | None = None,
+           series_uid: str | None = None) -> None:
+    with index.transaction() as db:
+        set_state(db, request_id, state, detail, time.time(), series_uid)
+
+
+def refuse(index, request_id: int, reason: str, detail: str) -> None:
+    """The request cannot be acted on: its job answers not evaluable with ``reason`` (a
+    ``NotEvaluableReason`` name)."""
+    with index.transaction() as db:
+        db.execute("UPDATE requests SET reason=?, detail=?, updated_at=? WHERE id=?",
+                   (reason, detail, time.time(), request_id))
+
+
+def known_path(index, path: str) -> bool:
+    return bool(index.query("SELECT 1 FROM requests WHERE path=?", (path,)))
+
+
+# ---------------------------------------------------------------- inside an index transaction
+
+def set_state(db: sqlite3.Connection, request_id: int, state: str, detail: str | None,
+              now: float, series_uid: str | None = None) -> None:
+    db.execute("UPDATE requests SET state=?, detail=?, updated_at=?, "
+               "series_uid=COALESCE(?, series_uid) WHERE id=?",
+               (state, detail, now, series_uid, request_id))
+
+
+def waiting_mark(db: sqlite3.Connection, series_uid: str) -> int | None:
+    """The newest mark waiting for this series (or for its retrieval)."""
+    row = db.execute("SELECT id FROM requests WHERE series_uid=? AND state IN (?, ?) "
+                     "ORDER BY id DESC LIMIT 1", (series_uid, WAITING, RETRIEVING)).fetchone()
+    return row[0] if row else None
+
+
+def attach(db: sqlite3.Connection, request_id: int, job_id: int, series_uid: str,
+           now: float) -> None:
+    """The request rides on ``job_id``; older marks still waiting for the series are
+    superseded by it (the radiologist's latest mark counts)."""
+    db.execute("UPDATE requests SET state=?, job_id=?, series_uid=?, updated_at=? WHERE id=?",
+               (QUEUED, job_id, series_uid, now, request_id))
+    db.execute("UPDATE requests SET state=?, detail=?, updated_at=? WHERE series_uid=? AND "
+               "kind=? AND state IN (?, ?) AND id < ?",
+               (SUPERSEDED, f"a later request ({request_id}) was queued", now, series_uid, MARK,
+                WAITING, RETRIEVING, request_id))
+
+
+def finished(db: sqlite3.Connection, job_id: int, state: str, reason: str | None,
+             now: float) -> None:
+    db.execute("UPDATE requests SET state=?, detail=?, updated_at=? WHERE job_id=? AND state=?",
+               (state, reason, now, job_id, QUEUED))
+
+
+def released(db: sqlite3.Connection, series_uid: str, now: float) -> None:
+    """The series' queued or running jobs were superseded: their requests wait again."""
+    db.execute("UPDATE requests SET state=?, job_id=NULL, detail=?, updated_at=? WHERE "
+               "state=? AND job_id IN (SELECT id FROM jobs WHERE series_uid=? AND "
+               "state='superseded')", (WAITING, "new instances of the series", now, QUEUED,
+                                       series_uid))
