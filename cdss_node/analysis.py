@@ -75,6 +75,7 @@ class Analyzer:
         ``mark_path``; or the request's not-evaluable answer when ``reason`` (a
         NotEvaluableReason name) says it cannot be acted on, the mark cannot be used or the
         series has no files."""
+        self.ahead.take(paths)          # one made without the mark is of no use here
         sr = pydicom.dcmread(mark_path) if mark_path else None
         found = read_mark(sr) if sr is not None else None
         mark = found if isinstance(found, Mark) else None

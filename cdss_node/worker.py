@@ -26,6 +26,7 @@ from structlog.contextvars import bound_contextvars
 from cdss_node.config import Config
 from cdss_node.jobs import SR_FILE, AheadRequest, AnalysisRequest, AnalysisSettings, Outcome
 from cdss_node.logs import configure_logging, get_logger
+from cdss_node.store import requests
 from cdss_node.store.requests import MARKS_DIR
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
@@ -246,7 +247,8 @@ class Worker:
             return
         self._ahead_wanted.clear()
         try:
-            waiting = [s for s in self.index.receiving_series() if s.open_associations == 0]
+            waiting = [s for s in self.index.receiving_series() if s.open_associations == 0
+                       and not requests.waits_for(self.index, s.series_uid)]
             if not waiting:
                 return
             series = min(waiting, key=lambda s: s.last_received)

@@ -56,6 +56,12 @@ def refuse(index, request_id: int, reason: str, detail: str) -> None:
                    (reason, detail, time.time(), request_id))
 
 
+def waits_for(index, series_uid: str) -> bool:
+    """A request waits for this series (its next job takes it: nothing to analyse ahead)."""
+    return bool(index.query("SELECT 1 FROM requests WHERE series_uid=? AND state IN (?, ?)",
+                            (series_uid, WAITING, RETRIEVING)))
+
+
 def known_path(index, path: str) -> bool:
     return bool(index.query("SELECT 1 FROM requests WHERE path=?", (path,)))
 

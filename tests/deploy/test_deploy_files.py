@@ -422,13 +422,15 @@ def test_compose_node_and_orthanc_agree():
     assert entry["AET"] == "CDSS_EGFR"
 
 
-def test_orthanc_lua_routes_ct_to_the_named_modality():
+def test_orthanc_lua_routes_ct_and_viewer_srs_to_the_named_modality():
     orthanc = json.loads(ORTHANC_JSON.read_text())
     lua = AUTOROUTE_LUA.read_text()
     assert "function OnStableSeries(" in lua
     routed = re.findall(r'"/modalities/([^/"]+)/store"', lua)
     assert routed and set(routed) <= set(orthanc["DicomModalities"])
-    assert re.search(r'tags\["Modality"\]\s*~=\s*"CT"', lua), "only CT goes to the node"
+    routes = re.findall(r'tags\["Modality"\]\s*==\s*"(\w+)"', lua)
+    assert routes == ["CT", "SR"], "CT, and viewer SRs (marks), go to the node; no SEG"
+    assert "fromTheNode(tags)" in lua and '"CDSS EGFR"' in lua, "the node's SRs are not routed"
 
 
 @pytest.mark.integration

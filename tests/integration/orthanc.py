@@ -88,3 +88,33 @@ class Orthanc:
         studies = [s for s in self.get("/studies?expand")
                    if s["MainDicomTags"].get("StudyInstanceUID") == study_uid]
         return self.get(f"/studies/{studies[0]['ID']}/series") if studies else []
+
+
+DEPLOY_ORTHANC = Path(__file__).resolve().parents[2] / "deploy" / "orthanc"
+
+
+class DeployOrthanc(Orthanc):
+    """Orthanc with the deploy configuration (deploy/orthanc/orthanc.json and autoroute.lua,
+    the routing a hospital gets): only paths, ports and the node's address changed, the
+    DICOMweb plugin and HTTP authentication left out."""
+
+    def __init__(self, folder: Path, node_port: int, stable_age_s: int = 1):
+        self.folder, self.aet = folder, "ORTHANC"
+        self.dicom_port, self.http_port = free_port(), free_port()
+        folder.mkdir(parents=True, exist_ok=True)
+        config = json.loads((DEPLOY_ORTHANC / "orthanc.json").read_text())
+        self.aet = config["DicomAet"]
+        lua = folder / "autoroute.lua"
+        lua.write_text((DEPLOY_ORTHANC / "autoroute.lua").read_text())
+        config.update({"StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+                       "DicomPort": self.dicom_port, "HttpPort": self.http_port,
+                       "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+                       "StableAge": stable_age_s, "LuaScripts": [str(lua)], "Plugins": []})
+        config["DicomModalities"]["cdss-node"].update({"Host": "127.0.0.1", "Port": node_port})
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.proc = None
+
+    @property
+    def node_aet(self) -> str:
+        config = json.loads((self.folder / "orthanc.json").read_text())
+        return config["DicomModalities"]["cdss-node"]["AET"]

@@ -8,28 +8,24 @@ ignored."""
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import highdicom as hd
-import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
 
-from cdss_node.config import RetrieveSection
 from cdss_node.dicom.ct_series import write_ct_series
 from cdss_node.node import Node
 from cdss_node.store import requests
 from cdss_node.store.retention import purge_finished_series
-from tests.conftest import node_config
 from tests.decoy import phantom_with_decoy
-from tests.integration.dcmtk import store_responses, storescu
+from tests.integration.marking import (
+    OBSERVER, generation_done, mark_on_tumor, mask_of, reason_code, result_folder, send,
+    start_node, wait_for)
 from tests.marks import ohif_mark_sr
 from training.segmentation_eval import dice
 
 pytestmark = pytest.mark.integration
-OBSERVER = "Doe^Jane"
 
 
 @pytest.fixture(scope="module")
@@ -39,59 +35,6 @@ def decoy_ct(tmp_path_factory):
     folder = tmp_path_factory.mktemp("decoy_ct")
     files = write_ct_series(phantom, folder, uid_seed="mark-test")
     return files, phantom, decoy
-
-
-def start_node(tmp_path: Path, **retrieve) -> Node:
-    config = node_config(tmp_path / "var", workers=1)
-    config = replace(config, retrieve=RetrieveSection(**retrieve) if retrieve else
-                     RetrieveSection())
-    node = Node(config)
-    node.start()
-    return node
-
-
-def send(node: Node, *paths: Path) -> None:
-    sent = storescu(node.config.node.port, *paths)
-    assert store_responses(sent) == ["(Success)"] * len(paths), sent.stdout + sent.stderr
-
-
-def wait_for(check, timeout: float = 180.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
-
-
-def generation_done(node: Node, series_uid: str, generation: int) -> bool:
-    rows = node.index.query("SELECT state FROM jobs WHERE series_uid=? AND generation=?",
-                            (series_uid, generation))
-    return bool(rows) and rows[-1]["state"] in ("done", "not_evaluable", "failed")
-
-
-def result_folder(node: Node, series_uid: str, generation: int) -> Path:
-    return node.config.data_path.resolve() / "results" / series_uid / f"g{generation}"
-
-
-def mask_of(folder: Path) -> np.ndarray:
-    """The result's mask on the phantom's grid: the CT volume's slices run up the slice
-    normal, the phantom's (and its files') down."""
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "tumor_mask.nii.gz")))[::-1] > 0
-
-
-def mark_on_tumor(files, phantom, tmp_path: Path, tool: str = "Length",
-                  observer: str | None = OBSERVER) -> Path:
-    """A length line across the true tumor on its centre slice, as OHIF writes it."""
-    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    z, y, x = phantom.tumor_centre_voxel
-    # write_ct_series writes slice k of the phantom as file k; (column, row) of pixel centres
-    points = [(x - 6 + 0.5, y + 0.5), (x + 6 + 0.5, y + 0.5)]
-    sr = ohif_mark_sr(headers, headers[z], tool, points, observer=observer)
-    path = tmp_path / f"mark-{tool}.dcm"
-    sr.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_a_mark_on_the_true_tumor_answers_again_for_it(tmp_path, decoy_ct):
@@ -131,3 +74,75 @@ def summary_items(report) -> list:
     summary = next(i for i in report.ContentSequence
                    if i.ConceptNameCodeSequence[0].CodeValue == "121111")
     return list(summary.ContentSequence)
+
+
+def request_row(node: Node, sop_instance_uid: str):
+    rows = node.index.query("SELECT * FROM requests WHERE sop_instance_uid=?",
+                            (sop_instance_uid,))
+    return rows[0] if rows else None
+
+
+def ended(node: Node, sop_instance_uid: str):
+    row = request_row(node, sop_instance_uid)
+    return row if row and row["state"] in ("done", "not_evaluable", "failed", "ignored") \
+        else None
+
+
+def without_image_reference(path: Path, tmp_path: Path) -> Path:
+    """The mark with the IMAGE its coordinates were SELECTED FROM taken out."""
+    ds = pydicom.dcmread(path)
+    stack = list(ds.ContentSequence)
+    while stack:
+        item = stack.pop()
+        if item.get("ValueType") == "SCOORD":
+            del item.ContentSequence
+        stack.extend(item.get("ContentSequence", []))
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    out = tmp_path / "mark-no-image.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def test_marks_the_node_cannot_act_on(tmp_path, decoy_ct):
+    """Its own report is ignored; a mark outside the lungs, a mark without an image and a
+    mark on a series that left the spool (no [retrieve] source) each get a not-evaluable SR
+    with their own reason; the node goes on."""
+    files, phantom, _ = decoy_ct
+    ct_series = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    node = start_node(tmp_path)
+    try:
+        send(node, *files)
+        wait_for(lambda: generation_done(node, ct_series, 1), what="the first answer")
+        own = result_folder(node, ct_series, 1) / "sr.dcm"
+        send(node, own)
+        assert wait_for(lambda: ended(node, pydicom.dcmread(own).SOPInstanceUID))["detail"] \
+            == "the node's own report"
+
+        headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        spine = ohif_mark_sr(headers, headers[40], "Probe", [(128.5, 200.5)])  # vertebra
+        spine.save_as(tmp_path / "spine.dcm", enforce_file_format=True)
+        send(node, tmp_path / "spine.dcm")
+        wait_for(lambda: generation_done(node, ct_series, 2), what="the answer to the spine")
+        assert reason_code(result_folder(node, ct_series, 2) / "sr.dcm") == "NE014"
+
+        no_image = without_image_reference(mark_on_tumor(files, phantom, tmp_path), tmp_path)
+        send(node, no_image)
+        row = wait_for(lambda: ended(node, pydicom.dcmread(no_image).SOPInstanceUID))
+        sr_series = str(pydicom.dcmread(no_image).SeriesInstanceUID)
+        assert row["state"] == "not_evaluable" and row["series_uid"] == sr_series
+        assert reason_code(result_folder(node, sr_series, 1) / "sr.dcm") == "NE013"
+
+        purged = purge_finished_series(node.index, node.spool, 1, now=time.time() + 2 * 86400)
+        assert ct_series in purged
+        gone = mark_on_tumor(files, phantom, tmp_path, tool="EllipticalROI")
+        gone_sr = pydicom.dcmread(gone)
+        send(node, gone)
+        row = wait_for(lambda: ended(node, gone_sr.SOPInstanceUID))
+    finally:
+        node.stop()
+    assert row["state"] == "not_evaluable" and "no [retrieve] source" in row["detail"]
+    answer = result_folder(node, str(gone_sr.SeriesInstanceUID), 1) / "sr.dcm"
+    assert reason_code(answer) == "NE015"
+    written = pydicom.dcmread(answer)
+    assert written.StudyInstanceUID == gone_sr.StudyInstanceUID
+    assert written.PatientID == gone_sr.PatientID
