@@ -4,10 +4,10 @@ by the node's own method.
 The default segmenter's lung fields and candidates (``DefaultSegmenter.look``) are used as they
 are, with every measured candidate kept, not only the plausible ones: the radiologist has said
 which structure is the tumor, so a candidate the automatic rules passed over (a second, smaller
-lesion; one on the pleura) may be chosen (``candidate_at``: a plausible candidate within the
-mark first, then one containing its centre, then the nearest, up to NEAR_MARK_MM beyond the
-mark's reach, half its extent). It is outlined as the automatic path outlines its primary tumor,
-in 3D. A segmenter with a ``segment_at`` method of its own (none yet) is asked instead.
+lesion; one on the pleura) may be chosen (``candidate_at``: a lesion-like candidate within the
+mark's reach, half its extent, or LESION_SLACK_MM first; then one containing its centre; then
+the nearest, up to NEAR_MARK_MM beyond the reach). It is outlined as the automatic path
+outlines its primary tumor, in 3D. A segmenter with a ``segment_at`` method of its own (none yet) is asked instead.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from cdss_node.pipeline.segment import (
 
 NEAR_MARK_MM = 10.0     # a candidate this far beyond the mark's reach is still the one it means
 INSIDE_MM = 1.5         # a candidate this close to the mark's centre contains it
+LESION_SLACK_MM = 5.0   # a lesion-like candidate this close beats another containing the mark
+                        # (an arrow's head on a vessel just beside the tumor)
 LUNG_REACH_MM = 10.0    # a mark this close to the lung fields points into them (a tumor on the
                         # pleura bulges out of them)
 
@@ -69,15 +71,16 @@ def _require_in_lungs(lungs: LungFields, seed: Seed, volume: CTVolume) -> None:
 
 def candidate_at(found: CandidateMap, seed: Seed, ct_spacing_mm) -> Candidate | None:
     """The candidate the mark means, of those within its reach plus NEAR_MARK_MM: a plausible
-    one containing its centre or within its own reach, else any containing its centre, else
+    one within its own reach (at least LESION_SLACK_MM), else any containing its centre, else
     the nearest plausible, else the nearest; None if there is none."""
     spacing = np.asarray(found.spacing_mm)
     centre = np.asarray(seed.voxel) * np.asarray(ct_spacing_mm) / spacing
     distances = _distances(found, centre, seed.reach_mm + NEAR_MARK_MM)
     by_label = {c.label: c for c in found.candidates}
     plausible = {label: d for label, d in distances.items() if by_label[label].plausible}
-    for pool, limit in ((plausible, max(INSIDE_MM, seed.reach_mm)), (distances, INSIDE_MM),
-                        (plausible, np.inf), (distances, np.inf)):
+    tiers = ((plausible, max(LESION_SLACK_MM, seed.reach_mm)), (distances, INSIDE_MM),
+             (plausible, np.inf), (distances, np.inf))
+    for pool, limit in tiers:
         near = [label for label, d in pool.items() if d <= limit]
         if near:
             return by_label[min(near, key=lambda k: (pool[k], -by_label[k].volume_mm3))]
