@@ -19,7 +19,7 @@ from cdss_node.cli_study import add_study_command
 from cdss_node.config import Config, ConfigError, load_config, shown
 from cdss_node.config_default import render_default_config
 from cdss_node.logs import configure_logging, get_logger
-from cdss_node.store import outbox
+from cdss_node.store import outbox, requests
 
 log = get_logger(__name__)
 
@@ -148,14 +148,29 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_RUNTIME
     rows, counts = series_status(index, args.limit), state_counts(index)
     sending, dead = outbox.counts(index), outbox.dead_rows(index)
+    asked = requests.recent(index)
     index.close()
     if args.json:
         print(json.dumps({"states": counts, "series": [r.as_dict() for r in rows],
-                          "outbox": sending, "dead": dead}, indent=2))
+                          "outbox": sending, "dead": dead, "requests": asked}, indent=2))
     else:
         print(format_status(index_path, counts, rows))
         print(format_outbox(sending, dead))
+        print(format_requests(asked))
     return 0
+
+
+def format_requests(asked: list[dict]) -> str:
+    """The latest marks and analyze-study requests, one line each (and why, where said)."""
+    if not asked:
+        return "requests (radiologists' marks, analyze-study): none"
+    lines = ["requests (radiologists' marks, analyze-study), newest first:"]
+    for r in asked:
+        when = datetime.fromtimestamp(r["updated_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        why = f": {r['detail']}" if r["detail"] else ""
+        lines.append(f"  {r['id']:>5} {r['kind']:<5} {r['state']:<14} {when}  series "
+                     f"{r['series_uid'] or '-'}{why}")
+    return "\n".join(lines)
 
 
 def _existing_index(index_path: Path):

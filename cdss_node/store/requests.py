@@ -62,6 +62,14 @@ def waits_for(index, series_uid: str) -> bool:
                             (series_uid, WAITING, RETRIEVING)))
 
 
+def recent(index, limit: int = 10) -> list[dict]:
+    """The latest requests, newest first, for ``cdss-node status``."""
+    rows = index.query("SELECT id, kind, state, study_uid, series_uid, sop_instance_uid, "
+                       "reason, detail, job_id, created_at, updated_at FROM requests "
+                       "ORDER BY id DESC LIMIT ?", (limit,))
+    return [dict(row) for row in rows]
+
+
 def known_path(index, path: str) -> bool:
     return bool(index.query("SELECT 1 FROM requests WHERE path=?", (path,)))
 

@@ -146,12 +146,15 @@ def test_analyze_study_fetches_a_purged_series_by_c_get(tmp_path, decoy_ct, caps
                      ct.StudyInstanceUID, "--wait", "240"])
         printed = capsys.readouterr().out
         held = len(list(node.spool.root.rglob("*.dcm")))
+        assert main(["--config", str(config_path), "status"]) == 0
+        status = capsys.readouterr().out
     finally:
         node.stop()
         pacs.stop()
     assert code == 0, printed
     assert f"series {ct.SeriesInstanceUID}" in printed and "done" in printed
     assert held == len(files)
+    assert "study done" in status and ct.SeriesInstanceUID in status.split("requests (")[1]
     answer = pydicom.dcmread(result_folder(node, ct.SeriesInstanceUID, 2) / "sr.dcm")
     first = pydicom.dcmread(result_folder(node, ct.SeriesInstanceUID, 1) / "sr.dcm")
     predecessor = answer.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
