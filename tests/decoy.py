@@ -12,9 +12,9 @@ from cdss_node.synthetic.phantom import (HU_TUMOR, ChestPhantom, PhantomSpec, gr
                                          make_chest_phantom)
 
 DECOY_CENTRE_MM = (-20.0, 10.0, 72.0)   # z, y, x: left lung, below the tumor's level
-DECOY_DIAMETER_MM = 34.0
+DECOY_DIAMETER_MM = 38.0
 SPEC = PhantomSpec(rows=256, columns=256, slices=80, pixel_spacing_mm=1.5,
-                   slice_spacing_mm=2.5, tumor_diameter_mm=22.0, noise_hu=12.0, seed=3)
+                   slice_spacing_mm=2.5, tumor_diameter_mm=28.0, noise_hu=12.0, seed=3)
 
 
 def decoy_mask(spec: PhantomSpec) -> np.ndarray:

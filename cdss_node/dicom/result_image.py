@@ -94,6 +94,10 @@ def _result_lines(analysis: "Analysis") -> list[str]:
              f"Tumor volume {tumor.volume_mm3 / 1000:.1f} ml, outlined in red on its largest "
              f"axial slice{'; other lesion candidates in yellow' if tumor.other_candidates else ''}"
              f". Lung window W {LUNG_WINDOW[1]:.0f} L {LUNG_WINDOW[0]:.0f}."]
+    if analysis.mark is not None:
+        who = f" ({analysis.mark.observer})" if analysis.mark.observer else ""
+        lines.insert(0, f"Tumor chosen by a radiologist{who}: the lesion at the mark in report "
+                        f"{analysis.mark.sr_sop_instance_uid}.")
     if analysis.volume.lossy_compressed:
         lines.append(LOSSY_NOTE.strip())
     return lines + _quality(analysis)

@@ -197,13 +197,18 @@ def _attention_share(analysis: Analysis, model: ReportedModel) -> list[hd.sr.Mea
                               algorithm_id=_algorithm(model))]
 
 
-def egfr_probability_concept(label: str) -> Code:
+def egfr_probability_concept(label: str, marked: bool = False) -> Code:
     """The EGFR probability as the planar ROI names it, the predicted status pre-coordinated in
     the concept: viewers that label an outline with its NUMs' names and values (OHIF) then show
-    "AI: EGFR mutant, probability of mutation: 73.40 %", while CODE items are not shown."""
-    if label == EGFR_MUTANT:
-        return Code("EGFR-P-MUT", P, "AI: EGFR mutant, probability of mutation")
-    return Code("EGFR-P-WT", P, "AI: EGFR wild type, probability of mutation")
+    "AI: EGFR mutant, probability of mutation: 73.40 %", while CODE items are not shown.
+    ``marked``: the tumor is the one a radiologist marked, and the label says so ("AI, marked
+    tumor: ...")."""
+    status = "mutant" if label == EGFR_MUTANT else "wild type"
+    if marked:
+        return Code("EGFR-PM-MUT" if label == EGFR_MUTANT else "EGFR-PM-WT", P,
+                    f"AI, marked tumor: EGFR {status}, probability of mutation")
+    return Code("EGFR-P-MUT" if label == EGFR_MUTANT else "EGFR-P-WT", P,
+                f"AI: EGFR {status}, probability of mutation")
 
 
 def _key_slice_group(analysis: Analysis, model: ReportedModel, key: KeySlice,
@@ -218,7 +223,8 @@ def _key_slice_group(analysis: Analysis, model: ReportedModel, key: KeySlice,
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
                                graphic_data=key.outline, source_image=source)
     prediction = analysis.prediction
-    egfr = hd.sr.Measurement(name=egfr_probability_concept(prediction.label),
+    egfr = hd.sr.Measurement(name=egfr_probability_concept(prediction.label,
+                                                           analysis.mark is not None),
                              value=100.0 * prediction.probability, unit=PERCENT,
                              algorithm_id=_algorithm(model))
     volume = _answer(analysis, model)[0]

@@ -236,3 +236,53 @@ def test_ohif_opens_the_not_evaluable_sr(tools, results, viewer, tmp_path):
     if "Not evaluable: Slices are missing" not in seen["srText"]:
         problems.append("the reason is not shown in the SR's viewport")
     assert not problems, "\n".join(problems) + "\n\n" + _report(seen, server)
+
+
+@pytest.fixture(scope="module")
+def marked(tools, tmp_path_factory) -> dict[str, Path]:
+    """The answer to a radiologist's mark: the decoy case (tests/decoy.py: the first answer
+    takes the larger decoy), an OHIF-style Length mark on the true tumor (tests/marks.py), and
+    the analysis with that mark, as the node's analysis process makes it."""
+    from cdss_node.analysis import Analyzer
+    from cdss_node.dicom.ct_series import write_ct_series
+    from cdss_node.dicom.sr import Version
+    from cdss_node.jobs import AnalysisSettings
+    from tests.decoy import phantom_with_decoy
+    from tests.integration.marking import mark_on_tumor
+
+    root = tmp_path_factory.mktemp("marked")
+    phantom, _ = phantom_with_decoy()
+    files = write_ct_series(phantom, root / "ct", uid_seed="ohif-marked")
+    (root / "mark").mkdir()
+    mark = mark_on_tumor(files, phantom, root / "mark")
+    outcome = Analyzer(AnalysisSettings()).analyze_requested(
+        files, root / "answer", Version(), str(mark))
+    assert outcome.status == "ok", outcome.summary()
+    return {"ok": root / "answer", "ok_ct": root / "ct", "mark": root / "mark"}
+
+
+def test_ohif_shows_the_answer_to_a_radiologists_mark(tools, marked, viewer, tmp_path):
+    """The loop in the viewer: the study holds the CT, the radiologist's mark (an OHIF Length
+    SR) and the node's new SEG and SR; OHIF draws the new SEG on the marked tumor's slices and
+    opens the new SR with its EGFR result. Screenshots: var/screenshots/ohif-marked-*.png."""
+    pacs, server = viewer
+    study = _load_study(pacs, marked["ok_ct"], marked["mark"], marked["ok"])
+    seen = _open_in_ohif(tools, server, study, "marked", tmp_path / "marked.json")
+
+    problems = _no_errors(seen) + _orthanc_errors(pacs)
+    if "Primary lung tumor (AI)" not in seen["segmentLabels"]:
+        problems.append(f"segment not listed: {seen['segmentLabels']}")
+    if seen["segRedPixels"] < 20:
+        problems.append(f"SEG overlay not drawn: {seen['segRedPixels']} red pixels")
+    shown_instance = re.search(r"I:\s*(\d+)", seen["segImage"])
+    if not shown_instance or int(shown_instance[1]) not in tumor_instances(marked):
+        problems.append(f"the SEG is drawn on {seen['segImage']!r}, not on a slice of the "
+                        f"marked tumor (instances {sorted(tumor_instances(marked))})")
+    shown = SERIES_DESCRIPTION.sub("", seen["srText"] + "\n" + seen["srMeasurementPanel"])
+    if not re.search(r"AI, marked tumor: EGFR (mutant|wild type), probability of mutation: "
+                     r"[\d.]+ %", shown):
+        problems.append("no EGFR result for the marked tumor in the SR's viewport nor in the "
+                        "measurement panel")
+    assert not problems, "\n".join(problems) + "\n\n" + _report(seen, server)
+    assert sorted(seen["screenshots"]) == sorted(
+        f"ohif-marked-{name}.png" for name in ("study", "seg", "sr", "sr-panel"))

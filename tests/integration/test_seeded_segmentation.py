@@ -47,7 +47,7 @@ def case(**change):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_marked_tumor_on_every_variant(variant):
     ct, truth, decoy, centre = case(**VARIANTS[variant])
-    across = 0.5 * 22.0                                   # a length line across the tumor
+    across = 0.5 * 28.0                                   # a length line across the tumor
     found = tumor_at_mark(DefaultSegmenter(), ct, Seed(tuple(map(float, centre)), across))
     assert dice(found.mask, truth) >= 0.8, variant
     assert not (found.mask & decoy).any()
@@ -62,7 +62,7 @@ def test_the_automatic_choice_is_the_decoy():
 @pytest.mark.parametrize("offset_mm,reach_mm", [
     ((0, 0, 0), 0.0),           # a probe on the centre
     ((0, 8, 8), 0.0),           # a probe off the centre, inside the tumor
-    ((2.5, -13, 4), 0.0),       # an arrow's head just outside its edge
+    ((2.5, -16, 4), 0.0),       # an arrow's head just outside its edge
     ((0, 0, 0), 16.0),          # an ellipse drawn around it
 ])
 def test_marks_off_the_centre_still_choose_the_tumor(offset_mm, reach_mm):

@@ -175,3 +175,21 @@ def test_a_mark_checks_itself():
         image_mark([(1, 1, 1)])
     with pytest.raises(ValueError, match="image_uid"):
         image_mark([(1, 1)], uid="")
+
+
+def test_the_result_image_says_the_radiologist_chose_the_tumor():
+    from types import SimpleNamespace
+
+    from cdss_node.dicom.result_image import _result_lines
+
+    analysis = SimpleNamespace(
+        status="ok", quality_flags=(), volume=SimpleNamespace(lossy_compressed=False),
+        prediction=SimpleNamespace(label="EGFR mutant", probability=0.7, threshold=0.5),
+        tumor=SimpleNamespace(volume_mm3=8000.0, other_candidates=0),
+        mark=image_mark([(1.5, 1.5)]))
+    analysis.mark = Mark(**{**analysis.mark.__dict__, "observer": "Doe^Jane"})
+    lines = _result_lines(analysis)
+    assert lines[0] == "Tumor chosen by a radiologist (Doe^Jane): the lesion at the mark in " \
+                       "report 9.9."
+    analysis.mark = None
+    assert not any("radiologist" in line for line in _result_lines(analysis))

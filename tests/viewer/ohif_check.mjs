@@ -6,9 +6,11 @@
 //   node ohif_check.mjs '{"url": "http://127.0.0.1:PORT", "study": "1.2...", "mode": "ok",
 //                         "shots": "/repo/var/screenshots", "out": "/tmp/result.json"}'
 //
-// mode "ok": CT, then the SEG (hydrated), then the SR; mode "not-evaluable": CT, then the SR.
+// mode "ok": CT, then the SEG (hydrated), then the SR; mode "not-evaluable": CT, then the SR;
+// mode "marked": as "ok", on the answer to a radiologist's mark (the study also holds the mark's
+// SR, so the node's SR and SEG are opened by their series description).
 // Screenshots: ohif-study.png, ohif-seg.png, ohif-sr.png (and -panel.png: the measurement panel;
-// -error.png: OHIF's error details, if any); ohif-not-evaluable-sr*.png.
+// -error.png: OHIF's error details, if any); ohif-not-evaluable-sr*.png; ohif-marked-*.png.
 import fs from 'node:fs';
 import path from 'node:path';
 import puppeteer from 'puppeteer-core';
@@ -19,6 +21,9 @@ const started = Date.now();
 const seconds = () => ((Date.now() - started) / 1000).toFixed(1);
 const sleep = ms => new Promise(resolve => setTimeout(resolve, ms));
 
+const FULL = args.mode !== 'not-evaluable';         // CT, SEG and SR
+const PREFIX = args.mode === 'marked' ? 'ohif-marked' : 'ohif';
+const OWN = args.mode === 'marked' ? /CDSS EGFR/ : /./;  // the node's series, not the mark's
 const result = {
   mode: args.mode, steps: [], console: [], pageErrors: [], httpErrors: [], failedRequests: [],
   errorDialogs: [], screenshots: {}, ctImage: '', ctRedPixels: null, segmentLabels: [],
@@ -99,7 +104,7 @@ async function run(page) {
   });
   await dismissTour();
   await checkErrorDialog('after the CT', 'ohif-study-error.png');
-  if (args.mode === 'ok') await shot('ohif-study.png');
+  if (FULL) await shot(`${PREFIX}-study.png`);
   if (!ctShown) return;
 
   await step('open the right panel', async () => {
@@ -113,9 +118,9 @@ async function run(page) {
     if (!(await panelOpen())) throw new Error('the right panel did not open');
   });
 
-  if (args.mode === 'ok') {
+  if (FULL) {
     await step('SEG: load and hydrate', async () => {
-      await openSeries('SEG');
+      await openSeries('SEG', OWN);
       const yes = await page.waitForSelector('[data-cy="yes-hydrate-btn"]', { timeout: 60000 });
       await yes.click();
       await page.waitForFunction(() => /Primary lung tumor \(AI\)/.test(document.body.innerText),
@@ -135,11 +140,11 @@ async function run(page) {
                image: result.segImage };
     });
     await checkErrorDialog('after the SEG', 'ohif-seg-error.png');
-    await shot('ohif-seg.png');
+    await shot(`${PREFIX}-seg.png`);
   }
 
   await step('SR: load', async () => {
-    await openSeries('SR');
+    await openSeries('SR', OWN);
     // OHIF shows a TID 1500 measurement report on its referenced image with an "SR" badge (and
     // asks to "hydrate" it when it can turn the SR's measurements into its own), any other SR
     // as text; or it fails with its error boundary.
@@ -165,7 +170,7 @@ async function run(page) {
     result.srViewportShown = outcome !== 'error';
     return outcome;
   });
-  const srShot = args.mode === 'ok' ? 'ohif-sr' : 'ohif-not-evaluable-sr';
+  const srShot = FULL ? `${PREFIX}-sr` : 'ohif-not-evaluable-sr';
   result.srText = await viewportText('[data-cy="viewport-grid"]');
   await shot(`${srShot}.png`);
   await checkErrorDialog('after the SR', `${srShot}-error.png`);
@@ -208,14 +213,15 @@ async function dismissTour() {
   }
 }
 
-async function openSeries(modality) {
+async function openSeries(modality, description = /./) {
   // The study browser lists SEG and SR as rows without a picture; a double-click puts the series
-  // into the active viewport.
+  // into the active viewport (the first of that modality whose text matches ``description``).
   const rows = await page.$$('[data-cy="study-browser-thumbnail-no-image"]');
   for (const row of rows) {
     const label = await row.$eval('[data-cy="series-modality-label"]', e => e.innerText)
       .catch(() => row.evaluate(e => e.innerText));
-    if (label.trim().split(/\s+/)[0] === modality) {
+    const text = await row.evaluate(e => e.innerText).catch(() => '');
+    if (label.trim().split(/\s+/)[0] === modality && description.test(text)) {
       await row.click({ count: 2 });
       return;
     }
