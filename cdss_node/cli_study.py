@@ -18,7 +18,6 @@ from cdss_node.store import requests
 from cdss_node.uids import is_valid_uid
 
 EXIT_RUNTIME = 1
-ENDED = ("done", "not_evaluable", "failed", "ignored", requests.SUPERSEDED)
 POLL_S = 1.0
 
 
@@ -85,7 +84,7 @@ def _follow(index, ids: list[int], wait_s: float) -> int:
                 seen[row["id"]] = now
                 detail = f": {row['detail']}" if row["detail"] else ""
                 print(f"request {row['id']}: {row['state']}{detail}", flush=True)
-        if all(row["state"] in ENDED for row in rows):
+        if all(row["state"] in requests.ENDED for row in rows):
             return 0 if all(row["state"] in ("done", "not_evaluable") for row in rows) \
                 else EXIT_RUNTIME
         time.sleep(POLL_S)

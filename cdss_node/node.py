@@ -165,6 +165,7 @@ class Node:
         purge_finished_series(self.index, self.spool, self.config.store.retention_days)
         purge_results(self.index, self.config.data_path.resolve() / RESULTS_DIR,
                       self.config.store.results_retention_days)
+        requests.purge_marks(self.index, self.marks, self.config.store.retention_days)
 
     @property
     def loaded_model(self) -> dict | None:

@@ -13,7 +13,8 @@ or a series the PACS does not deliver. (A mark outside the lungs, or with no les
 is found by the analysis of the CT, whose new answer then says so.)
 
 An analyze-study request names one CT series of a study (the CLI finds them by C-FIND) and
-takes the same path without a mark.
+takes the same path without a mark; one whose series cannot be had from the PACS fails (the
+command says why) and leaves the series' earlier answer as it was.
 """
 
 from __future__ import annotations
@@ -115,10 +116,12 @@ class RequestDesk:
         requests.update(self.index, row["id"], requests.RETRIEVING, None, series_uid)
         if not self.retrieve(series_uid, row["study_uid"]):
             return self._not_retrievable(row, series_uid, ds, "the PACS did not deliver it")
-        if self._held(series_uid) and self._finished(series_uid):   # nothing new arrived
+        if not self._finished(series_uid):
+            return False    # the series completes as received; its job takes the request
+        if self._held(series_uid):                                   # nothing new arrived
             return self.index.queue_requested(row["id"], series_uid, row["study_uid"]) \
                 == "queued"
-        return False        # the series completes as received; its job takes the request
+        return self._not_retrievable(row, series_uid, ds, "none of it arrived")
 
     def _when_finished(self, row: sqlite3.Row) -> bool:
         if not self._finished(row["series_uid"]):
@@ -146,9 +149,9 @@ class RequestDesk:
         detail = f"series {series_uid} is not in the spool and {why}"
         if ds is not None:
             return self._refuse(row, ds, NotEvaluableReason.SERIES_NOT_RETRIEVABLE, detail)
-        requests.refuse(self.index, row["id"], NotEvaluableReason.SERIES_NOT_RETRIEVABLE.name,
-                        detail)
-        return self.index.queue_requested(row["id"], series_uid, row["study_uid"]) == "queued"
+        requests.update(self.index, row["id"], requests.FAILED, detail, series_uid)
+        log.warning("request_failed", request_id=row["id"], kind=row["kind"], detail=detail)
+        return False        # nothing was analysed: the series' earlier answer stands
 
     # ------------------------------------------------------------ facts
 

@@ -18,8 +18,9 @@ MARKS_DIR = "marks"   # in the data folder, beside the spool: the SR files of ma
 MARK, STUDY = "mark", "study"
 RECEIVED, IGNORED, WAITING, RETRIEVING, QUEUED = (
     "received", "ignored", "waiting", "retrieving", "queued")
-SUPERSEDED = "superseded"
+SUPERSEDED, FAILED = "superseded", "failed"
 OPEN = (RECEIVED, WAITING, RETRIEVING)
+ENDED = ("done", "not_evaluable", FAILED, IGNORED, SUPERSEDED)
 
 
 def add(index, kind: str, study_uid: str, path: str | None = None,
@@ -60,6 +61,20 @@ def waits_for(index, series_uid: str) -> bool:
     """A request waits for this series (its next job takes it: nothing to analyse ahead)."""
     return bool(index.query("SELECT 1 FROM requests WHERE series_uid=? AND state IN (?, ?)",
                             (series_uid, WAITING, RETRIEVING)))
+
+
+def purge_marks(index, marks, retention_days: int, now: float | None = None) -> int:
+    """Delete the SR files of requests that ended ``retention_days`` ago (the row stays, its
+    path cleared); the PACS holds the radiologist's SR. Returns how many."""
+    cutoff = (time.time() if now is None else now) - retention_days * 86400
+    marks_ = ",".join("?" * len(ENDED))
+    rows = index.query(f"SELECT id, path FROM requests WHERE path IS NOT NULL AND state IN "
+                       f"({marks_}) AND updated_at < ?", (*ENDED, cutoff))
+    for row in rows:
+        marks.remove(row["path"])
+        with index.transaction() as db:
+            db.execute("UPDATE requests SET path=NULL WHERE id=?", (row["id"],))
+    return len(rows)
 
 
 def recent(index, limit: int = 10) -> list[dict]:

@@ -7,6 +7,7 @@ ignored."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from cdss_node.dicom.ct_series import write_ct_series
 from cdss_node.node import Node
 from cdss_node.store import requests
 from cdss_node.store.retention import purge_finished_series
+from tests.conftest import require_tool
 from tests.decoy import phantom_with_decoy
+from tests.integration.test_dicom_outputs import dciodvfy_errors, pixelmed_errors
 from tests.integration.marking import (
     OBSERVER, generation_done, mark_on_tumor, mask_of, reason_code, result_folder, send,
     start_node, wait_for)
@@ -68,6 +71,18 @@ def test_a_mark_on_the_true_tumor_answers_again_for_it(tmp_path, decoy_ct):
         pydicom.dcmread(tmp_path / "mark-Length.dcm").SOPInstanceUID
     assert any("Tumor chosen by a radiologist (Doe^Jane)" in str(getattr(i, "TextValue", ""))
                for i in texts)
+    assert_valid(folder / "sr.dcm", folder / "seg.dcm", folder / "sc.dcm")
+
+
+def assert_valid(*paths: Path) -> None:
+    """dciodvfy and (for SRs) PixelMed's DicomSRValidator find no error; dsrdump reads them."""
+    for path in paths:
+        assert dciodvfy_errors(path) == [], path
+        if path.name == "sr.dcm":
+            assert pixelmed_errors(path) == [], path
+            dump = subprocess.run([require_tool("dsrdump"), str(path)], capture_output=True,
+                                  text=True)
+            assert dump.returncode == 0 and "Error" not in dump.stderr, dump.stderr
 
 
 def summary_items(report) -> list:
@@ -146,3 +161,5 @@ def test_marks_the_node_cannot_act_on(tmp_path, decoy_ct):
     written = pydicom.dcmread(answer)
     assert written.StudyInstanceUID == gone_sr.StudyInstanceUID
     assert written.PatientID == gone_sr.PatientID
+    assert_valid(answer, result_folder(node, sr_series, 1) / "sr.dcm",
+                 result_folder(node, ct_series, 2) / "sr.dcm")
