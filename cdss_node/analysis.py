@@ -74,7 +74,8 @@ class Analyzer:
         """An analysis a request asked for: the tumor at the radiologist's mark in the SR at
         ``mark_path``; or the request's not-evaluable answer when ``reason`` (a
         NotEvaluableReason name) says it cannot be acted on, the mark cannot be used or the
-        series has no files."""
+        series has no files. A mark the analysis cannot use (MARK_REASONS) is answered on the
+        marking SR's own series, and the series' earlier answer stands (``keeps_answer``)."""
         self.ahead.take(paths)          # one made without the mark is of no use here
         sr = pydicom.dcmread(mark_path) if mark_path else None
         found = read_mark(sr) if sr is not None else None
@@ -82,24 +83,48 @@ class Analyzer:
         if reason or not paths or (sr is not None and mark is None):
             analysis = refused_request(reason, detail, found, sr)
         else:
-            analysis = analyze_series(paths, self.segmenter, self.bundle,
-                                      attention=self.settings.attention_map, mark=mark)
+            analysis = self._at_mark(paths, mark)
         log.info("requested_analysis", mark=mark.describe() if mark else None,
                  status=analysis.status, reason_code=analysis.reason and analysis.reason.code)
+        if sr is not None and analysis.reason in MARK_REASONS:
+            return self._write(replace(analysis, headers=[sr]), [], Path(out_dir), Version(),
+                               keeps_answer=bool(paths))
         return self._write(analysis, paths, Path(out_dir), version)
 
+    def _at_mark(self, paths: Sequence[Path], mark: Mark | None) -> Analysis:
+        """The pipeline with the tumor at the mark; a patient-coordinate mark in another
+        frame of reference than the series' is not on it."""
+        frame = mark.frame_of_reference_uid if mark else ""
+        if frame:
+            header = pydicom.dcmread(paths[0], stop_before_pixels=True,
+                                     specific_tags=["FrameOfReferenceUID"])
+            if str(header.get("FrameOfReferenceUID", "")) not in ("", frame):
+                return Analysis(status=NOT_EVALUABLE, mark=mark,
+                                reason=NotEvaluableReason.MARK_WITHOUT_IMAGE,
+                                detail=f"the mark's frame of reference {frame} is not the "
+                                       "series' one")
+        return analyze_series(paths, self.segmenter, self.bundle,
+                              attention=self.settings.attention_map, mark=mark)
+
     def _write(self, analysis: Analysis, paths: Sequence[Path], out_dir: Path,
-               version: Version) -> Outcome:
+               version: Version, keeps_answer: bool = False) -> Outcome:
         result_file = write_result(out_dir, analysis, self.bundle)
         dicom_files = write_dicom_results(out_dir, analysis, reported_model(self.bundle),
                                           paths, version, self.device_uid,
                                           with_image=self.settings.result_image and bool(paths))
-        return Outcome.of(analysis, result_file, tuple(dicom_files))
+        return Outcome.of(analysis, result_file, tuple(dicom_files), keeps_answer)
 
     def _pipeline(self, paths: Sequence[Path], supplied: SuppliedFacts = SuppliedFacts()
                   ) -> Analysis:
         return analyze_series(paths, self.segmenter, self.bundle, supplied,
                               attention=self.settings.attention_map)
+
+
+# a radiologist's mark the node could not act on: answered on the marking SR's own series
+MARK_REASONS = frozenset({NotEvaluableReason.MARK_WITHOUT_IMAGE,
+                          NotEvaluableReason.MARK_OUTSIDE_LUNGS,
+                          NotEvaluableReason.NO_LESION_AT_MARK,
+                          NotEvaluableReason.SERIES_NOT_RETRIEVABLE})
 
 
 def refused_request(reason: str, detail: str, found, sr) -> Analysis:

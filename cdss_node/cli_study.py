@@ -19,6 +19,7 @@ from cdss_node.uids import is_valid_uid
 
 EXIT_RUNTIME = 1
 POLL_S = 1.0
+UNTAKEN_HINT_S = 15.0       # the node takes a request within 2 s while it runs
 
 
 def add_study_command(sub) -> None:
@@ -75,9 +76,15 @@ def _ct_series(config, study_uid: str) -> list[str] | None:
 def _follow(index, ids: list[int], wait_s: float) -> int:
     """Print each request's state as it changes, until all have ended or ``wait_s`` passed."""
     seen: dict[int, tuple] = {}
-    deadline = time.monotonic() + wait_s
+    started = time.monotonic()
+    deadline, hinted = started + wait_s, False
     while time.monotonic() < deadline:
         rows = [requests.get(index, request_id) for request_id in ids]
+        if not hinted and time.monotonic() - started > UNTAKEN_HINT_S and all(
+                row["state"] == requests.RECEIVED and not row["attempts"] for row in rows):
+            hinted = True
+            print(f"no request taken after {UNTAKEN_HINT_S:.0f} s: is the node running with "
+                  "this data_dir? (the requests wait for it)", file=sys.stderr, flush=True)
         for row in rows:
             now = (row["state"], row["detail"])
             if seen.get(row["id"]) != now:

@@ -199,7 +199,9 @@ class RetrieveSection:
         "move", "move: C-MOVE, the PACS sends the series to this node's AE title (the PACS "
         "must know the node as a modality); get: C-GET, on the node's own association.",
         choices=("move", "get"))
-    timeout_s: float = _key(600.0, "Seconds one retrieval may take.", min=10.0, max=86400.0)
+    timeout_s: float = _key(
+        600.0, "Seconds the PACS may stay silent during a retrieval (each wait for it; a PACS "
+        "that keeps answering may take longer).", min=10.0, max=86400.0)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,7 @@ class Outcome:
     label: str | None
     result_file: str
     dicom_files: tuple[str, ...] = ()   # seg.dcm, sr.dcm (or the not-evaluable sr.dcm), sc.dcm
+    keeps_answer: bool = False  # a radiologist's mark not used: the series' earlier answer stands
 
     def summary(self) -> str:
         """One line for a person."""
@@ -93,9 +94,10 @@ class Outcome:
 
     @classmethod
     def of(cls, analysis: "Analysis", result_file: Path,
-           dicom_files: tuple[Path, ...] = ()) -> "Outcome":
+           dicom_files: tuple[Path, ...] = (), keeps_answer: bool = False) -> "Outcome":
         p, r = analysis.prediction, analysis.reason
         reason = f"{r.code} {r.meaning}: {analysis.detail}" if r else None
         return cls(status=analysis.status, reason_code=r.code if r else None, reason=reason,
                    probability=p.probability if p else None, label=p.label if p else None,
-                   result_file=str(result_file), dicom_files=tuple(map(str, dicom_files)))
+                   result_file=str(result_file), dicom_files=tuple(map(str, dicom_files)),
+                   keeps_answer=keeps_answer)

@@ -84,6 +84,7 @@ class Node:
     def stop(self) -> None:
         if self.http:
             self.http.stop()
+        self.desk.stopping = True       # a retrieval the stop cuts short is tried again
         self.receiver.stop()
         self.scheduler.shutdown(wait=True)
         if self.worker:
@@ -135,11 +136,13 @@ class Node:
             outcome = move_series(source, aet, study_uid, series_uid, aet, section.timeout_s)
         else:
             prepare, on_store, end = self.receiver.retrieval(source.ae_title)
+            outcome = None
             try:
                 outcome = get_series(source, aet, study_uid, series_uid, on_store,
                                      section.timeout_s, prepare)
             finally:
-                end("released")
+                end("released" if outcome is not None and outcome.status is not None
+                    else "aborted")
         self.receiver.index_pending()
         return outcome.ok
 

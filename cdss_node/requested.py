@@ -9,17 +9,23 @@ is still receiving or being analysed; after a retrieval from the PACS (``[retrie
 its files have left the spool (the retrieved series completes as any series does, and its job
 takes the mark). A mark that cannot be used is answered with a not-evaluable SR of its own,
 keyed to the marking SR's series, so that the CT's earlier answer stands: no image reference,
-or a series the PACS does not deliver. (A mark outside the lungs, or with no lesion near it,
-is found by the analysis of the CT, whose new answer then says so.)
+or a series the PACS does not deliver (after RETRIEVE_ATTEMPTS tries, RETRY_AFTER_S apart).
+A mark outside the lungs or with no lesion near it is found by the analysis of the CT, which
+answers it the same way (``analysis.analyze_requested``).
 
 An analyze-study request names one CT series of a study (the CLI finds them by C-FIND) and
 takes the same path without a mark; one whose series cannot be had from the PACS fails (the
 command says why) and leaves the series' earlier answer as it was.
+
+Each round re-reads a request before it acts on it: the completion check and the worker move
+requests too (a job takes a waiting request; a finished job ends it).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
+
 import pydicom
 from pydicom.errors import InvalidDicomError
 
@@ -31,9 +37,12 @@ from cdss_node.pipeline.reasons import NotEvaluableReason
 from cdss_node.store import requests
 from cdss_node.store.index import Index
 from cdss_node.store.spool import Spool
-from cdss_node.store.states import FINISHED
+from cdss_node.store.states import FINISHED, SeriesState
 
 log = get_logger(__name__)
+
+RETRIEVE_ATTEMPTS = 3       # a PACS that is down for a while gets this many tries
+RETRY_AFTER_S = 60.0
 
 
 class RequestDesk:
@@ -41,20 +50,42 @@ class RequestDesk:
     a series from the PACS into the node (True when the PACS delivered it)."""
 
     def __init__(self, config: Config, index: Index, spool: Spool, marks: Spool,
-                 device_uid: str | None, retrieve=None):
+                 device_uid: str | None, retrieve=None, attempts: int = RETRIEVE_ATTEMPTS,
+                 retry_after_s: float = RETRY_AFTER_S):
         self.config, self.index, self.spool, self.marks = config, index, spool, marks
         self.device_uid = device_uid
         self.retrieve = retrieve
+        self.attempts, self.retry_after_s = attempts, retry_after_s
+        self.stopping = False       # the node stops: a retrieval cut short is tried again
 
     def check(self) -> bool:
         """One round over the open requests; True if a job was queued."""
         queued = False
-        for row in requests.in_states(self.index, requests.RECEIVED, requests.WAITING):
-            try:
-                queued |= self._take(row)
-            except (OSError, sqlite3.Error) as error:     # tried again at the next round
-                log.warning("request_not_taken", request_id=row["id"], error=repr(error)[:300])
+        for request_id in [r["id"] for r in requests.in_states(
+                self.index, requests.RECEIVED, requests.WAITING)]:
+            if self.stopping:
+                break
+            row = requests.get(self.index, request_id)      # as it is now, not at the start
+            if row is None or row["state"] not in (requests.RECEIVED, requests.WAITING) \
+                    or not self._due(row):
+                continue
+            queued |= self._take_safely(row)
         return queued
+
+    def _take_safely(self, row: sqlite3.Row) -> bool:
+        try:
+            return self._take(row)
+        except (OSError, sqlite3.Error) as error:     # tried again at the next round
+            log.warning("request_not_taken", request_id=row["id"], error=repr(error)[:300])
+        except Exception as error:  # a request the desk cannot take: ended, not tried forever
+            log.exception("request_failed", request_id=row["id"])
+            requests.update(self.index, row["id"], requests.FAILED,
+                            f"cannot be taken: {type(error).__name__}: {error}"[:300])
+        return False
+
+    def _due(self, row: sqlite3.Row) -> bool:
+        """A retrieval that failed is tried again only RETRY_AFTER_S later."""
+        return not row["attempts"] or time.time() - row["updated_at"] >= self.retry_after_s
 
     def recover(self) -> int:
         """At start: a retrieval cut short is tried again; an SR file in ``marks/`` with no
@@ -65,7 +96,7 @@ class RequestDesk:
         added = 0
         for path in sorted(self.marks.root.rglob("*.dcm")) if self.marks.root.is_dir() else []:
             relative = str(path.relative_to(self.marks.root))
-            if not requests.known_path(self.index, relative):
+            if not requests.known_mark(self.index, relative, path.stem):
                 study = relative.split("/", 1)[0]
                 requests.add(self.index, requests.MARK, study, path=relative,
                              sop_instance_uid=path.stem)
@@ -92,7 +123,7 @@ class RequestDesk:
             return self._ignore(row, "no spatial coordinates (SCOORD, SCOORD3D): not a mark")
         if isinstance(found, MarkProblem):
             return self._refuse(row, ds, found.reason, found.detail)
-        series_uid = found.series_uid or self._series_of(found)
+        series_uid = found.series_uid or self._indexed_series(found)
         if not series_uid:
             return self._refuse(row, ds, NotEvaluableReason.MARK_WITHOUT_IMAGE,
                                 "no CT series of the node or of the SR's evidence holds the "
@@ -114,17 +145,32 @@ class RequestDesk:
         if self.retrieve is None:
             return self._not_retrievable(row, series_uid, ds, "no [retrieve] source is set")
         requests.update(self.index, row["id"], requests.RETRIEVING, None, series_uid)
-        if not self.retrieve(series_uid, row["study_uid"]):
-            return self._not_retrievable(row, series_uid, ds, "the PACS did not deliver it")
-        if not self._finished(series_uid):
+        try:
+            delivered = self.retrieve(series_uid, row["study_uid"])
+        except Exception as error:  # a retrieval that broke counts as one that failed
+            log.exception("series_retrieve_broke", request_id=row["id"])
+            delivered = False
+        if self._state(series_uid) == SeriesState.RECEIVING:
+            requests.update(self.index, row["id"], requests.WAITING,
+                            None if delivered else "the retrieval failed part of the way")
             return False    # the series completes as received; its job takes the request
-        if self._held(series_uid):                                   # nothing new arrived
+        if delivered and self._held(series_uid):                   # nothing new arrived
             return self.index.queue_requested(row["id"], series_uid, row["study_uid"]) \
                 == "queued"
-        return self._not_retrievable(row, series_uid, ds, "none of it arrived")
+        return self._retry_or_give_up(row, series_uid, ds,
+                                      "none of it arrived" if delivered
+                                      else "the PACS did not deliver it")
+
+    def _retry_or_give_up(self, row: sqlite3.Row, series_uid: str, ds, why: str) -> bool:
+        if self.stopping or row["attempts"] + 1 < self.attempts:
+            requests.retry(self.index, row["id"], f"retrieval failed ({why}); tried again "
+                           f"in {self.retry_after_s:.0f} s", counts=not self.stopping)
+            return False
+        return self._not_retrievable(row, series_uid, ds, why)
 
     def _when_finished(self, row: sqlite3.Row) -> bool:
-        if not self._finished(row["series_uid"]):
+        state = self._state(row["series_uid"])
+        if state is not None and state not in FINISHED:
             return False
         return self.index.queue_requested(row["id"], row["series_uid"],
                                           row["study_uid"]) == "queued"
@@ -139,11 +185,11 @@ class RequestDesk:
     def _refuse(self, row: sqlite3.Row, ds, reason: NotEvaluableReason, detail: str) -> bool:
         """A not-evaluable answer of the mark's own: a job on the marking SR's series, whose
         analysis writes the SR with ``reason`` (the CT's earlier answer stands)."""
-        requests.refuse(self.index, row["id"], reason.name, detail)
         log.warning("mark_not_usable", request_id=row["id"], reason_code=reason.code,
                     detail=detail)
         return self.index.queue_requested(row["id"], str(ds.SeriesInstanceUID),
-                                          row["study_uid"], modality="SR") == "queued"
+                                          row["study_uid"], modality="SR", reason=reason.name,
+                                          detail=detail) == "queued"
 
     def _not_retrievable(self, row: sqlite3.Row, series_uid: str, ds, why: str) -> bool:
         detail = f"series {series_uid} is not in the spool and {why}"
@@ -158,11 +204,11 @@ class RequestDesk:
     def _read(self, row: sqlite3.Row):
         try:
             return pydicom.dcmread(self.marks.root / row["path"])
-        except (InvalidDicomError, OSError, ValueError, EOFError) as error:
+        except (InvalidDicomError, OSError, ValueError, EOFError, TypeError) as error:
             self._ignore(row, f"unreadable SR file ({type(error).__name__})")
             return None
 
-    def _series_of(self, mark: Mark) -> str:
+    def _indexed_series(self, mark: Mark) -> str:
         """The marked image's series, as the index knows it (or the study's newest CT series
         for a patient-coordinate mark)."""
         if mark.image_uid:
@@ -179,7 +225,7 @@ class RequestDesk:
         paths = self.index.series_paths(series_uid)
         return bool(paths) and all((self.spool.root / p).is_file() for p in paths)
 
-    def _finished(self, series_uid: str) -> bool:
+    def _state(self, series_uid: str) -> str | None:
+        """The series' state; None for a series the node never received."""
         rows = self.index.query("SELECT state FROM series WHERE series_uid=?", (series_uid,))
-        return not rows or rows[0]["state"] in FINISHED
-
+        return rows[0]["state"] if rows else None

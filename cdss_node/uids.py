@@ -62,3 +62,9 @@ def _create_once(path: Path, text: str) -> None:
         pass
     finally:
         os.unlink(name)
+
+
+def result_series_uid(source_series_uid: str, kind: str) -> str:
+    """One SEG series (``kind`` "SEG") and one SR series ("SR") per analysed CT series: a
+    new analysis of the series adds an instance to them, which viewers show as the current one."""
+    return str(generate_uid(entropy_srcs=["CDSS EGFR node", kind, source_series_uid]))

@@ -21,6 +21,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Callable
 
+import pydicom
+from pydicom.errors import InvalidDicomError
 from structlog.contextvars import bound_contextvars
 
 from cdss_node.config import Config
@@ -30,6 +32,7 @@ from cdss_node.store import requests
 from cdss_node.store.requests import MARKS_DIR
 from cdss_node.store.index import Index
 from cdss_node.store.states import SeriesState
+from cdss_node.uids import result_series_uid
 
 log = get_logger(__name__)
 
@@ -293,10 +296,12 @@ class Worker:
         return {"mark": mark, "reason": row["reason"] or "", "detail": row["detail"] or ""}
 
     def _previous_sr(self, series_uid: str, generation: int) -> str:
-        """The SR of the latest earlier analysis of the series, if one was written."""
+        """The SR of the latest earlier analysis of the series, if one was written (an
+        answer to a mark the node could not use lies in another series and is passed over)."""
+        ours = result_series_uid(series_uid, "SR")
         for earlier in range(generation - 1, 0, -1):
             path = self.results_root / series_uid / f"g{earlier}" / SR_FILE
-            if path.is_file():
+            if path.is_file() and _series_of_file(path) == ours:
                 return str(path)
         return ""
 
@@ -305,12 +310,20 @@ class Worker:
         deliveries = tuple((d.name, path) for d in self.config.destinations
                            for path in outcome.dicom_files)
         current = self.index.finish_job(job_id, state, outcome.reason, outcome.result_file,
-                                        deliveries)
+                                        deliveries, keep_previous=outcome.keeps_answer)
         log.info("analysis_finished", status=outcome.status, reason_code=outcome.reason_code,
                  probability=outcome.probability, label=outcome.label,
                  result_file=outcome.result_file, superseded=not current)
         if current and deliveries:
             self.on_results()
+
+
+def _series_of_file(path: Path) -> str:
+    try:
+        return str(pydicom.dcmread(path, stop_before_pixels=True,
+                                   specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+    except (InvalidDicomError, OSError, AttributeError, ValueError, EOFError):
+        return ""                       # a damaged file is no predecessor
 
 
 def _child_format(config: Config) -> str:

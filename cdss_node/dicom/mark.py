@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 from pynetdicom.sop_class import (
     Comprehensive3DSRStorage,
     ComprehensiveSRStorage,
@@ -54,21 +55,24 @@ class MarkProblem:
 
 def is_own_report(ds: Dataset, device_uid: str | None) -> bool:
     """A report this node (or another node of this product) wrote."""
-    if device_uid and device_uid in set(_device_uids(ds)):
-        return True
+    try:
+        if device_uid and device_uid in set(_device_uids(ds)):
+            return True
+    except (ValueError, TypeError, AttributeError, KeyError):   # an unreadable tree
+        pass
     return (str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER
             and str(ds.get("SeriesDescription", "")).startswith(OWN_SERIES_PREFIX))
 
 
 def read_mark(ds: Dataset) -> Mark | MarkProblem | None:
-    """The SR's first mark; a MarkProblem when its first spatial coordinates cannot be used;
-    None when it has none (a report without a mark)."""
-    for item, image, parent in _coordinates(ds):
-        try:
+    """The SR's first mark; a MarkProblem when its first spatial coordinates cannot be used
+    (or its tree cannot be read); None when it has none (a report without a mark)."""
+    try:
+        for item, image, parent in _coordinates(ds):
             return _mark(ds, item, image, parent)
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
-            return MarkProblem(NotEvaluableReason.MARK_WITHOUT_IMAGE,
-                               f"the mark cannot be read ({error})"[:300])
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as error:
+        return MarkProblem(NotEvaluableReason.MARK_WITHOUT_IMAGE,
+                           f"the mark cannot be read ({type(error).__name__}: {error})"[:300])
     return None
 
 
@@ -89,7 +93,7 @@ def _mark(ds: Dataset, item: Dataset, image: Dataset | None, parent: str
     if item.ValueType == "SCOORD3D":
         frame = str(item.get("ReferencedFrameOfReferenceUID", ""))
         return Mark(**common, points=points, coordinates=PATIENT,
-                    frame_of_reference_uid=frame, series_uid=_series_of(ds, None))
+                    frame_of_reference_uid=frame, series_uid=_evidence_series(ds, None))
     reference = image.ReferencedSOPSequence[0] if image is not None else None
     if reference is None or not reference.get("ReferencedSOPInstanceUID"):
         return MarkProblem(NotEvaluableReason.MARK_WITHOUT_IMAGE,
@@ -97,7 +101,7 @@ def _mark(ds: Dataset, item: Dataset, image: Dataset | None, parent: str
     uid = str(reference.ReferencedSOPInstanceUID)
     frames = _values(reference.get("ReferencedFrameNumber", []))
     return Mark(**common, points=points, coordinates=IMAGE, image_uid=uid,
-                frame_number=int(frames[0]) if frames else 0, series_uid=_series_of(ds, uid))
+                frame_number=int(frames[0]) if frames else 0, series_uid=_evidence_series(ds, uid))
 
 
 def _coordinates(ds: Dataset) -> Iterator[tuple[Dataset, Dataset | None, str]]:
@@ -108,20 +112,27 @@ def _coordinates(ds: Dataset) -> Iterator[tuple[Dataset, Dataset | None, str]]:
         if kind == "SCOORD3D":
             yield item, None, parent
         elif kind == "SCOORD":
-            children = item.get("ContentSequence", [])
-            yield item, next((c for c in children if c.get("ValueType") == "IMAGE"), None), \
-                parent
+            yield item, next((c for c in _children(item) if c.get("ValueType") == "IMAGE"),
+                             None), parent
 
 
 def _items_with_parents(ds: Dataset) -> Iterator[tuple[Dataset, str]]:
-    stack = [(item, "") for item in reversed(ds.get("ContentSequence", []))]
+    stack = [(item, "") for item in reversed(_children(ds))]
     seen = 0
     while stack and seen < MAX_ITEMS:
         item, parent = stack.pop()
         seen += 1
         yield item, parent
-        stack.extend((child, _concept(item)) for child in reversed(item.get("ContentSequence",
-                                                                               [])))
+        stack.extend((child, _concept(item)) for child in reversed(_children(item)))
+
+
+def _children(item: Dataset) -> list[Dataset]:
+    """An item's content items; none where (0040,A730) is not a sequence of items (a hostile
+    or damaged SR may give it another VR)."""
+    children = item.get("ContentSequence", [])
+    if not isinstance(children, Sequence):
+        return []
+    return [child for child in children if isinstance(child, Dataset)]
 
 
 def _items(ds: Dataset) -> Iterator[Dataset]:
@@ -147,10 +158,10 @@ def observer_name(ds: Dataset) -> str:
 def _device_uids(ds: Dataset) -> Iterator[str]:
     for item in _items(ds):
         if item.get("ValueType") == "UIDREF" and _concept(item) == DEVICE_OBSERVER_UID:
-            yield str(item.UID)
+            yield str(item.get("UID", ""))
 
 
-def _series_of(ds: Dataset, image_uid: str | None) -> str:
+def _evidence_series(ds: Dataset, image_uid: str | None) -> str:
     """The evidence series holding ``image_uid``; for None, the first series of CT images."""
     for study in [*ds.get("CurrentRequestedProcedureEvidenceSequence", []),
                   *ds.get("PertinentOtherEvidenceSequence", [])]:
@@ -164,7 +175,9 @@ def _series_of(ds: Dataset, image_uid: str | None) -> str:
 
 def _concept(item: Dataset) -> str:
     names = item.get("ConceptNameCodeSequence", [])
-    return str(names[0].get("CodeValue", "")) if names else ""
+    if not isinstance(names, Sequence) or not names or not isinstance(names[0], Dataset):
+        return ""
+    return str(names[0].get("CodeValue", ""))
 
 
 def _values(value) -> list:

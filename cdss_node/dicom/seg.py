@@ -18,11 +18,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.coding import Code
-from pydicom.uid import generate_uid
 from pynetdicom.sop_class import SegmentationStorage
 from scipy import ndimage
 
 from cdss_node.pipeline.records import CTVolume, TumorMask
+from cdss_node.uids import result_series_uid  # noqa: F401 (sr, result_image import it here)
 
 MORPHOLOGICALLY_ABNORMAL_STRUCTURE = Code("49755003", "SCT", "Morphologically abnormal structure")
 NEOPLASM = Code("108369006", "SCT", "Neoplasm")
@@ -47,12 +47,6 @@ class Equipment:
     software_version: str
     device_serial_number: str = "0"
     device_uid: str | None = None    # the node's (cdss_node.uids.node_device_uid); None: a new one
-
-
-def result_series_uid(source_series_uid: str, kind: str) -> str:
-    """One SEG series (``kind`` "SEG") and one SR series ("SR") per analysed CT series: a
-    new analysis of the series adds an instance to them, which viewers show as the current one."""
-    return str(generate_uid(entropy_srcs=["CDSS EGFR node", kind, source_series_uid]))
 
 
 def source_datasets(volume: CTVolume, headers: Sequence[Dataset]) -> list[Dataset]:

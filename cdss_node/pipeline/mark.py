@@ -93,13 +93,13 @@ def seed_of(mark: Mark, volume: CTVolume) -> Seed:
 def _image_voxels(mark: Mark, volume: CTVolume) -> tuple[np.ndarray, np.ndarray]:
     """An image mark: the slice of its image (and frame); (column, row) less the half pixel
     of PS3.3's pixel-corner origin gives (x, y) voxel indices."""
-    slices = [k for k, (uid, frame) in enumerate(zip(volume.source_instance_uids,
-                                                     volume.source_frame_numbers))
-              if uid == mark.image_uid and (not mark.frame_number or frame == mark.frame_number)]
-    if not slices:
+    slices = [k for k, uid in enumerate(volume.source_instance_uids) if uid == mark.image_uid]
+    if len(slices) > 1:         # a multi-frame image: its frame must be named
+        slices = [k for k in slices if volume.source_frame_numbers[k] == mark.frame_number]
+    if len(slices) != 1:
         raise NotEvaluable(NotEvaluableReason.MARK_WITHOUT_IMAGE,
-                           f"the marked image {mark.image_uid} is not a slice of series "
-                           f"{volume.series_uid}")
+                           f"the marked image {mark.image_uid} (frame {mark.frame_number or '-'}"
+                           f") is not one slice of series {volume.series_uid}")
     points = np.asarray(mark.points, dtype=float) - 0.5
     zyx = np.column_stack([np.full(len(points), slices[0]), points[:, 1], points[:, 0]])
     centre = np.array([slices[0], mark.centre[1] - 0.5, mark.centre[0] - 0.5])

@@ -19,7 +19,7 @@ from cdss_node.pipeline.mark import Seed
 from cdss_node.pipeline.reasons import NotEvaluableReason, QualityFlag
 from cdss_node.pipeline.records import CTVolume, NotEvaluable, TumorMask
 from cdss_node.pipeline.segment import (
-    Candidate, CandidateMap, DefaultSegmenter, _outline_candidate, candidate_flags)
+    Candidate, CandidateMap, DefaultSegmenter, outline_candidate, candidate_flags)
 
 NEAR_MARK_MM = 10.0     # a candidate this far beyond the mark's reach is still the one it means
 INSIDE_MM = 1.5         # a candidate this close to the mark's centre contains it
@@ -47,7 +47,7 @@ def tumor_at_mark(segmenter, volume: CTVolume, seed: Seed) -> TumorMask:
         raise NotEvaluable(NotEvaluableReason.NO_LESION_AT_MARK,
                            f"{name} found no lesion within {seed.reach_mm + NEAR_MARK_MM:.0f} mm "
                            "of the mark")
-    outline = _outline_candidate(found, candidate, volume, lungs)
+    outline = outline_candidate(found, candidate, volume, lungs)
     flags += [f for f in candidate_flags([candidate], outline)
               if f is not QualityFlag.SIMILAR_CANDIDATES]
     return TumorMask(mask=outline, spacing_mm=volume.spacing_mm, segmenter=name,

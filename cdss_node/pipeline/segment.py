@@ -136,7 +136,7 @@ class DefaultSegmenter:
         if QualityFlag.LUNGS_NOT_COVERED in flags:
             return _no_tumor(volume, self, flags, lungs)
         plausible = found.plausible if found else []
-        outlines = [_outline_candidate(found, c, volume, lungs)
+        outlines = [outline_candidate(found, c, volume, lungs)
                     for c in plausible[:1 + MAX_OTHER_CANDIDATES]]
         if not outlines:
             return _no_tumor(volume, self, flags, lungs)
@@ -191,7 +191,7 @@ def candidate_flags(plausible: list[Candidate], primary: np.ndarray) -> list[Qua
     return flags
 
 
-def _outline_candidate(found: CandidateMap, candidate: Candidate, volume: CTVolume,
+def outline_candidate(found: CandidateMap, candidate: Candidate, volume: CTVolume,
                        lungs: LungFields) -> np.ndarray:
     """The candidate outlined on the CT's own grid, in a box around it."""
     shape, spacing = volume.hu.shape, volume.spacing_mm

@@ -51,7 +51,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
 CREATE TABLE IF NOT EXISTS requests (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, study_uid TEXT NOT NULL, series_uid TEXT,
     path TEXT, sop_instance_uid TEXT, state TEXT NOT NULL, detail TEXT, reason TEXT,
-    job_id INTEGER,
+    job_id INTEGER, attempts INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL, updated_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS requests_state ON requests(state);
 CREATE TABLE IF NOT EXISTS health (
@@ -291,32 +291,44 @@ class Index:
         _log_event(db, series_uid, state, SeriesState.QUEUED, why, now)
 
     def queue_requested(self, request_id: int, series_uid: str, study_uid: str,
-                        modality: str = "CT") -> str:
-        """Analyse the series again for a request, in one transaction: a finished series
-        (or one the node never received) is queued at once with the next generation
+                        modality: str = "CT", reason: str | None = None,
+                        detail: str | None = None) -> str:
+        """Analyse the series again for an open request, in one transaction: a finished
+        series (or one the node never received) is queued at once with the next generation
         ("queued"); one still receiving, queued or processing is left to finish first
-        ("waiting": its next job takes the request)."""
+        ("waiting": its next job takes the request); a request no longer open is left to the
+        job that took it ("taken"). ``reason`` (a NotEvaluableReason name): the job answers
+        the request not evaluable for that reason."""
         now = time.time()
         with self.transaction() as db:
+            if not requests.is_open(db, request_id):
+                return "taken"
+            if reason is not None:
+                db.execute("UPDATE requests SET reason=?, detail=? WHERE id=?",
+                           (reason, detail, request_id))
             row = db.execute("SELECT state FROM series WHERE series_uid=?",
                              (series_uid,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO series (series_uid, study_uid, modality, state, "
-                           "first_received, last_received, completed_at, updated_at) VALUES "
-                           "(?,?,?,?,?,?,?,?)", (series_uid, study_uid, modality,
-                                                 SeriesState.COMPLETE, now, now, now, now))
-                _log_event(db, series_uid, None, SeriesState.COMPLETE, "requested", now)
-                state = SeriesState.COMPLETE
-            elif row["state"] in FINISHED:
-                state = row["state"]
-                db.execute("UPDATE series SET generation=generation+1 WHERE series_uid=?",
-                           (series_uid,))
-            else:
+            if row is not None and row["state"] not in FINISHED:
                 requests.set_state(db, request_id, requests.WAITING,
                                    f"series {row['state']}", now, series_uid)
                 return "waiting"
+            state = self._requeue(db, series_uid, study_uid, modality, row, now)
             self._queue(db, series_uid, state, now, request_id)
             return "queued"
+
+    def _requeue(self, db: sqlite3.Connection, series_uid: str, study_uid: str,
+                 modality: str, row, now: float) -> str:
+        """A finished series gets its next generation; a series never received a row."""
+        if row is not None:
+            db.execute("UPDATE series SET generation=generation+1 WHERE series_uid=?",
+                       (series_uid,))
+            return row["state"]
+        db.execute("INSERT INTO series (series_uid, study_uid, modality, state, "
+                   "first_received, last_received, completed_at, updated_at) VALUES "
+                   "(?,?,?,?,?,?,?,?)", (series_uid, study_uid, modality,
+                                         SeriesState.COMPLETE, now, now, now, now))
+        _log_event(db, series_uid, None, SeriesState.COMPLETE, "requested", now)
+        return SeriesState.COMPLETE
 
     def job_request(self, job_id: int) -> sqlite3.Row | None:
         """The request a job carries (kind, path of a mark), or None."""
@@ -345,9 +357,12 @@ class Index:
 
     def finish_job(self, job_id: int, state: SeriesState, reason: str | None = None,
                    result_file: str | None = None,
-                   deliveries: tuple[tuple[str, str], ...] = ()) -> bool:
+                   deliveries: tuple[tuple[str, str], ...] = (),
+                   keep_previous: bool = False) -> bool:
         """Record a job's outcome and, in the same transaction, the (destination, file) pairs
-        to send; False if its series was reopened meanwhile (superseded)."""
+        to send; False if its series was reopened meanwhile (superseded). ``keep_previous``:
+        the series goes back to the finished state it had before a request queued it (its
+        earlier answer stands; a mark the job could not use)."""
         now = time.time()
         with self.transaction() as db:
             cur = db.execute("UPDATE jobs SET state=?, finished_at=?, error=?, result_file=? "
@@ -357,7 +372,9 @@ class Index:
                 return False
             series_uid, generation = db.execute("SELECT series_uid, generation FROM jobs "
                                                 "WHERE id=?", (job_id,)).fetchone()
-            self._set_state(db, series_uid, state, reason, now)
+            series_state = (_state_before_request(db, series_uid) if keep_previous
+                            else None) or state
+            self._set_state(db, series_uid, series_state, reason, now)
             requests.finished(db, job_id, state.value, reason, now)
             db.executemany("INSERT INTO outbox (series_uid, generation, destination, path, "
                            "state, created_at, next_attempt_at) VALUES (?,?,?,?,'pending',?,?)",
@@ -411,6 +428,13 @@ class Index:
             for (uid,) in stranded:
                 self._queue(db, uid, SeriesState.COMPLETE, now)
         return RecoveryReport(closed, requeued, len(stranded))
+
+
+def _state_before_request(db: sqlite3.Connection, series_uid: str) -> SeriesState | None:
+    """The finished state the series had before it was last queued (None: it had none)."""
+    row = db.execute("SELECT from_state FROM series_events WHERE series_uid=? AND to_state=? "
+                     "ORDER BY id DESC LIMIT 1", (series_uid, SeriesState.QUEUED)).fetchone()
+    return SeriesState(row[0]) if row and row[0] in FINISHED else None
 
 
 def _log_event(db: sqlite3.Connection, series_uid: str, from_state: str | None, to_state: str,

@@ -3,10 +3,12 @@ saved, routed to the node by the PACS) and ``cdss-node analyze-study``. Rows of 
 ``requests`` table; the mark's SR file lies in the data folder's ``marks/``.
 
 A request is ``received``; then ``ignored`` (the node's own report, an SR without a mark),
-``waiting`` (for its series to finish receiving or analysing), ``retrieving`` (from the PACS)
-or ``queued`` (a job carries it); then ``done``, ``not_evaluable`` or ``failed`` as its job
-ends. A job superseded by new instances gives its request back to ``waiting``, and the
-series' next job takes it.
+``waiting`` (for its series to finish receiving or analysing), ``retrieving`` (from the PACS;
+back to ``received`` for another try after a failure) or ``queued`` (a job carries it); then
+``done``, ``not_evaluable`` or ``failed`` as its job ends (or ``failed`` when an analyze-study
+series cannot be had). A job superseded by new instances gives its request back to
+``waiting``, and the series' next job takes it. The desk moves a request only while it is
+open (received, waiting, retrieving): a request a job took is the job's.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ RECEIVED, IGNORED, WAITING, RETRIEVING, QUEUED = (
     "received", "ignored", "waiting", "retrieving", "queued")
 SUPERSEDED, FAILED = "superseded", "failed"
 OPEN = (RECEIVED, WAITING, RETRIEVING)
+_OPEN = ",".join("?" * len(OPEN))
 ENDED = ("done", "not_evaluable", FAILED, IGNORED, SUPERSEDED)
 
 
@@ -45,16 +48,17 @@ def get(index, request_id: int) -> sqlite3.Row | None:
 
 def update(index, request_id: int, state: str, detail: str | None = None,
            series_uid: str | None = None) -> None:
+    """Move an open request (a request no longer open is left as it is)."""
     with index.transaction() as db:
         set_state(db, request_id, state, detail, time.time(), series_uid)
 
 
-def refuse(index, request_id: int, reason: str, detail: str) -> None:
-    """The request cannot be acted on: its job answers not evaluable with ``reason`` (a
-    ``NotEvaluableReason`` name)."""
+def retry(index, request_id: int, detail: str, counts: bool = True) -> None:
+    """A retrieval failed: ``received`` again, one attempt more (``counts``)."""
     with index.transaction() as db:
-        db.execute("UPDATE requests SET reason=?, detail=?, updated_at=? WHERE id=?",
-                   (reason, detail, time.time(), request_id))
+        db.execute(f"UPDATE requests SET state=?, detail=?, updated_at=?, attempts=attempts+? "
+                   f"WHERE id=? AND state IN ({_OPEN})",
+                   (RECEIVED, detail, time.time(), int(counts), request_id, *OPEN))
 
 
 def waits_for(index, series_uid: str) -> bool:
@@ -70,11 +74,15 @@ def purge_marks(index, marks, retention_days: int, now: float | None = None) -> 
     marks_ = ",".join("?" * len(ENDED))
     rows = index.query(f"SELECT id, path FROM requests WHERE path IS NOT NULL AND state IN "
                        f"({marks_}) AND updated_at < ?", (*ENDED, cutoff))
+    purged = 0
     for row in rows:
         marks.remove(row["path"])
+        if (marks.root / row["path"]).exists():
+            continue                          # not deleted (logged by the spool): kept named
         with index.transaction() as db:
             db.execute("UPDATE requests SET path=NULL WHERE id=?", (row["id"],))
-    return len(rows)
+        purged += 1
+    return purged
 
 
 def recent(index, limit: int = 10) -> list[dict]:
@@ -89,32 +97,51 @@ def known_path(index, path: str) -> bool:
     return bool(index.query("SELECT 1 FROM requests WHERE path=?", (path,)))
 
 
+def known_mark(index, path: str, sop_instance_uid: str) -> bool:
+    """A request names this SR file, or this SR (whose file retention could not delete)."""
+    return known_path(index, path) or bool(index.query(
+        "SELECT 1 FROM requests WHERE sop_instance_uid=?", (sop_instance_uid,)))
+
+
 # ---------------------------------------------------------------- inside an index transaction
 
 def set_state(db: sqlite3.Connection, request_id: int, state: str, detail: str | None,
-              now: float, series_uid: str | None = None) -> None:
-    db.execute("UPDATE requests SET state=?, detail=?, updated_at=?, "
-               "series_uid=COALESCE(?, series_uid) WHERE id=?",
-               (state, detail, now, series_uid, request_id))
+              now: float, series_uid: str | None = None) -> bool:
+    """Move the request if it is still open; False if it is not (a job took it)."""
+    return db.execute(f"UPDATE requests SET state=?, detail=?, updated_at=?, "
+                      f"series_uid=COALESCE(?, series_uid) WHERE id=? AND state IN ({_OPEN})",
+                      (state, detail, now, series_uid, request_id, *OPEN)).rowcount == 1
+
+
+def is_open(db: sqlite3.Connection, request_id: int) -> bool:
+    row = db.execute("SELECT state FROM requests WHERE id=?", (request_id,)).fetchone()
+    return row is not None and row[0] in OPEN
 
 
 def waiting_mark(db: sqlite3.Connection, series_uid: str) -> int | None:
-    """The newest mark waiting for this series (or for its retrieval)."""
-    row = db.execute("SELECT id FROM requests WHERE series_uid=? AND state IN (?, ?) "
-                     "ORDER BY id DESC LIMIT 1", (series_uid, WAITING, RETRIEVING)).fetchone()
+    """The request the series' next job takes: the newest mark waiting for this series (or
+    for its retrieval), else the newest analyze-study request; None if none waits."""
+    row = db.execute("SELECT id FROM requests WHERE series_uid=? AND state IN (?, ?) AND "
+                     "reason IS NULL ORDER BY kind = ? DESC, id DESC LIMIT 1",
+                     (series_uid, WAITING, RETRIEVING, MARK)).fetchone()
     return row[0] if row else None
 
 
 def attach(db: sqlite3.Connection, request_id: int, job_id: int, series_uid: str,
            now: float) -> None:
-    """The request rides on ``job_id``; older marks still waiting for the series are
-    superseded by it (the radiologist's latest mark counts)."""
+    """The request rides on ``job_id``, and so do the analyze-study requests waiting for the
+    series (the job analyses it); older marks still waiting for it are superseded (the
+    radiologist's latest mark counts)."""
     db.execute("UPDATE requests SET state=?, job_id=?, series_uid=?, updated_at=? WHERE id=?",
                (QUEUED, job_id, series_uid, now, request_id))
+    waiting = (series_uid, WAITING, RETRIEVING)
+    db.execute("UPDATE requests SET state=?, job_id=?, updated_at=? WHERE series_uid=? AND "
+               "state IN (?, ?) AND reason IS NULL AND kind=?",
+               (QUEUED, job_id, now, *waiting, STUDY))
     db.execute("UPDATE requests SET state=?, detail=?, updated_at=? WHERE series_uid=? AND "
-               "kind=? AND state IN (?, ?) AND id < ?",
-               (SUPERSEDED, f"a later request ({request_id}) was queued", now, series_uid, MARK,
-                WAITING, RETRIEVING, request_id))
+               "state IN (?, ?) AND reason IS NULL AND kind=? AND id < ?",
+               (SUPERSEDED, f"a later mark (request {request_id}) was queued", now, *waiting,
+                MARK, request_id))
 
 
 def finished(db: sqlite3.Connection, job_id: int, state: str, reason: str | None,

@@ -19,6 +19,7 @@ from cdss_node.dicom.ct_series import write_ct_series
 from cdss_node.node import Node
 from cdss_node.store import requests
 from cdss_node.store.retention import purge_finished_series
+from cdss_node.uids import result_series_uid
 from tests.conftest import require_tool
 from tests.decoy import phantom_with_decoy
 from tests.integration.test_dicom_outputs import dciodvfy_errors, pixelmed_errors
@@ -121,7 +122,8 @@ def without_image_reference(path: Path, tmp_path: Path) -> Path:
 def test_marks_the_node_cannot_act_on(tmp_path, decoy_ct):
     """Its own report is ignored; a mark outside the lungs, a mark without an image and a
     mark on a series that left the spool (no [retrieve] source) each get a not-evaluable SR
-    with their own reason; the node goes on."""
+    with their own reason, in a series of its own (the CT's answer stands); the node goes
+    on."""
     files, phantom, _ = decoy_ct
     ct_series = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
     node = start_node(tmp_path)
@@ -138,7 +140,14 @@ def test_marks_the_node_cannot_act_on(tmp_path, decoy_ct):
         spine.save_as(tmp_path / "spine.dcm", enforce_file_format=True)
         send(node, tmp_path / "spine.dcm")
         wait_for(lambda: generation_done(node, ct_series, 2), what="the answer to the spine")
-        assert reason_code(result_folder(node, ct_series, 2) / "sr.dcm") == "NE014"
+        spine_answer = result_folder(node, ct_series, 2)
+        assert reason_code(spine_answer / "sr.dcm") == "NE014"
+        # answered in a series of its own; the CT's first answer stands
+        assert pydicom.dcmread(spine_answer / "sr.dcm").SeriesInstanceUID == \
+            result_series_uid(spine.SeriesInstanceUID, "SR")
+        assert not (spine_answer / "sc.dcm").exists()
+        assert node.index.query("SELECT state FROM series WHERE series_uid=?",
+                                (ct_series,))[0][0] == "done"
 
         no_image = without_image_reference(mark_on_tumor(files, phantom, tmp_path), tmp_path)
         send(node, no_image)

@@ -193,3 +193,22 @@ def test_the_result_image_says_the_radiologist_chose_the_tumor():
                        "report 9.9."
     analysis.mark = None
     assert not any("radiologist" in line for line in _result_lines(analysis))
+
+
+def test_a_single_frame_image_named_with_frame_1_and_a_multi_frame_without_a_frame():
+    one = image_mark([(10.5, 4.5)])
+    one = Mark(**{**one.__dict__, "frame_number": 1})
+    assert seed_of(one, volume()).voxel[0] == 4
+    multi = volume()
+    multi = CTVolume(**{**multi.__dict__, "source_instance_uids": ("1.2.3.4",) * 10,
+                        "source_frame_numbers": tuple(range(1, 11))})
+    assert seed_of(Mark(**{**one.__dict__, "frame_number": 7}), multi).voxel[0] == 6
+    with pytest.raises(NotEvaluable, match="frame -"):
+        seed_of(image_mark([(10.5, 4.5)]), multi)
+
+
+def test_a_content_sequence_that_is_no_sequence_is_no_mark(headers):
+    sr = ohif_mark_sr(headers, headers[3], "Length", HANDLES["Length"])
+    del sr.ContentSequence
+    sr.add_new(0x0040A730, "LO", "not a sequence")
+    assert read_mark(sr) is None and not is_own_report(sr, "1.2.3")

@@ -28,7 +28,7 @@ def desk(tmp_path):
         return desk.delivers
 
     desk = RequestDesk(node_config(tmp_path / "var"), index, Spool(tmp_path / "spool"), marks,
-                       "1.2.3.4.5", retrieve)
+                       "1.2.3.4.5", retrieve, attempts=1)
     desk.delivers, desk.asked = False, asked
     yield desk
     index.close()
@@ -77,3 +77,101 @@ def test_marks_of_ended_requests_leave_the_disk_after_retention(desk):
     requests.update(desk.index, request, requests.IGNORED, "no mark")
     assert requests.purge_marks(desk.index, desk.marks, 1, now=time.time() + 2 * 86400) == 1
     assert not path.exists() and requests.get(desk.index, request)["path"] is None
+
+
+def test_a_failed_retrieval_is_tried_again_later_then_given_up(desk):
+    finished_series(desk.index)
+    desk.attempts, desk.retry_after_s = 2, 3600.0
+    request = requests.add(desk.index, requests.STUDY, "1.2", series_uid="1.2.3")
+    desk.check()
+    row = requests.get(desk.index, request)
+    assert (row["state"], row["attempts"]) == ("received", 1) and "tried again" in row["detail"]
+    desk.check()                                   # not due yet
+    assert desk.asked == ["1.2.3"]
+    desk.retry_after_s = 0.0
+    desk.check()
+    assert requests.get(desk.index, request)["state"] == "failed"
+    assert desk.asked == ["1.2.3", "1.2.3"]
+
+
+def test_a_retrieval_cut_short_by_the_stop_is_tried_again_without_counting(desk):
+    finished_series(desk.index)
+    desk.attempts = 1
+
+    def stop_meanwhile(series_uid, study_uid):
+        desk.stopping = True
+        return False
+    desk.retrieve = stop_meanwhile
+    request = requests.add(desk.index, requests.STUDY, "1.2", series_uid="1.2.3")
+    desk.check()
+    row = requests.get(desk.index, request)
+    assert (row["state"], row["attempts"]) == ("received", 0)
+
+
+def test_a_request_a_job_took_meanwhile_is_left_to_it(desk):
+    """The round read its rows before a retrieval; the completion check gave one of them to
+    a job meanwhile: the desk must not queue it again."""
+    finished_series(desk.index)
+    request = requests.add(desk.index, requests.STUDY, "1.2", series_uid="1.2.3")
+    with desk.index.transaction() as db:
+        requests.attach(db, request, 99, "1.2.3", time.time())
+    assert desk.index.queue_requested(request, "1.2.3", "1.2") == "taken"
+    requests.update(desk.index, request, requests.FAILED, "late")
+    assert requests.get(desk.index, request)["state"] == requests.QUEUED
+
+
+def hostile_sr(desk, small_series, damage) -> int:
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in small_series.files]
+    sr = ohif_mark_sr(headers, headers[2], "Probe", [(30, 30)])
+    damage(sr)
+    path = desk.marks.instance_path(sr.StudyInstanceUID, sr.SeriesInstanceUID, sr.SOPInstanceUID)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(path, enforce_file_format=True)
+    return requests.add(desk.index, requests.MARK, str(sr.StudyInstanceUID),
+                        path=str(path.relative_to(desk.marks.root)),
+                        sop_instance_uid=str(sr.SOPInstanceUID))
+
+
+def test_a_hostile_sr_does_not_block_the_marks_after_it(desk, small_series):
+    def content_as_text(sr):
+        del sr.ContentSequence
+        sr.add_new(0x0040A730, "LO", "not a sequence")
+
+    def device_uid_without_uid(sr):
+        item = pydicom.Dataset()
+        item.ValueType = "UIDREF"
+        concept = pydicom.Dataset()
+        concept.CodeValue, concept.CodingSchemeDesignator = "121012", "DCM"
+        concept.CodeMeaning = "Device Observer UID"
+        item.ConceptNameCodeSequence = [concept]
+        sr.ContentSequence.insert(0, item)
+
+    first = hostile_sr(desk, small_series, content_as_text)
+    second = hostile_sr(desk, small_series, device_uid_without_uid)
+    desk.check()
+    assert requests.get(desk.index, first)["state"] == "ignored"
+    assert requests.get(desk.index, second)["state"] != "received"
+
+
+def test_the_predecessor_passes_over_an_answer_to_an_unused_mark(tmp_path):
+    """g2 answered a mark the node could not use, in the marking SR's own series: the SR of
+    g3 supersedes g1's, the CT's last answer."""
+    from pydicom.dataset import FileMetaDataset
+
+    from cdss_node.uids import result_series_uid
+    from cdss_node.worker import Worker
+
+    config = node_config(tmp_path / "var", workers=1)
+    index = Index(tmp_path / "index.sqlite3")
+    worker = Worker(config, index, tmp_path / "spool")
+    for generation, series in ((1, result_series_uid("1.2.3", "SR")), (2, "9.9.9")):
+        ds = pydicom.Dataset()
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, f"1.2.{generation}"
+        ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.34"
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+        folder = worker.results_root / "1.2.3" / f"g{generation}"
+        folder.mkdir(parents=True)
+        ds.save_as(folder / "sr.dcm", enforce_file_format=True)
+    assert worker._previous_sr("1.2.3", 3).endswith("g1/sr.dcm")
+    index.close()

@@ -109,3 +109,40 @@ def test_an_index_of_an_older_node_gets_the_new_column(tmp_path):
     columns = {row["name"] for row in index.query("PRAGMA table_info(jobs)")}
     index.close()
     assert {"result_file", "request_id"} <= columns
+
+
+def test_a_mark_waiting_beside_an_analyze_study_request_wins_and_both_ride(index):
+    record(index)
+    mark_request = mark(index)
+    study = requests.add(index, requests.STUDY, "1.2", series_uid="1.2.3")
+    for request in (mark_request, study):
+        assert index.queue_requested(request, "1.2.3", "1.2") == "waiting"
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job, _, _ = index.claim_job()
+    assert index.job_request(job)["id"] == mark_request
+    assert requests.get(index, study)["job_id"] == job
+    index.finish_job(job, SeriesState.DONE)
+    assert [requests.get(index, r)["state"] for r in (mark_request, study)] == ["done", "done"]
+
+
+def test_a_refused_request_keeps_its_reason_while_it_waits(index):
+    record(index, series="4.5.6")                  # its series is still receiving
+    request = mark(index)
+    assert index.queue_requested(request, "4.5.6", "1.2", reason="MARK_WITHOUT_IMAGE",
+                                 detail="no image") == "waiting"
+    SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
+    job, _, _ = index.claim_job()
+    assert index.job_request(job) is None           # a job never takes a refused request
+    index.finish_job(job, SeriesState.DONE)
+    assert index.queue_requested(request, "4.5.6", "1.2") == "queued"
+    assert requests.get(index, request)["reason"] == "MARK_WITHOUT_IMAGE"
+
+
+def test_an_unused_mark_leaves_the_series_as_it_was(index):
+    finished_series(index)
+    request = mark(index)
+    index.queue_requested(request, "1.2.3", "1.2")
+    job, _, _ = index.claim_job()
+    index.finish_job(job, SeriesState.NOT_EVALUABLE, "NE014 ...", keep_previous=True)
+    assert state(index) == "done"
+    assert requests.get(index, request)["state"] == "not_evaluable"
