@@ -2,7 +2,8 @@
 ``cdss-node analyze-study`` (rows of ``store.requests``).
 
 A mark (an SR the viewer saved, stored by the receiver in ``marks/``) is read here (header and
-content tree; small). The node's own reports and SRs without spatial coordinates are ignored.
+content tree; small). The node's own reports, reports whose observer is a device (CAD) and
+SRs without spatial coordinates are ignored.
 A usable mark asks for its CT series to be analysed again with the tumor at the mark: at once
 when the series has finished and its files are in the spool; after the series finishes when it
 is still receiving or being analysed; after a retrieval from the PACS (``[retrieve]``) when
@@ -30,7 +31,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from cdss_node.config import Config
-from cdss_node.dicom.mark import MarkProblem, is_own_report, read_mark
+from cdss_node.dicom.mark import MarkProblem, is_device_report, is_own_report, read_mark
 from cdss_node.logs import get_logger
 from cdss_node.pipeline.mark import Mark
 from cdss_node.pipeline.reasons import NotEvaluableReason
@@ -118,6 +119,9 @@ class RequestDesk:
             return False
         if is_own_report(ds, self.device_uid):
             return self._ignore(row, "the node's own report")
+        if is_device_report(ds):
+            return self._ignore(row, "a device's report (observer type Device), not a "
+                                "radiologist's mark")
         found = read_mark(ds)
         if found is None:
             return self._ignore(row, "no spatial coordinates (SCOORD, SCOORD3D): not a mark")

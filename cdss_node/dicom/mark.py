@@ -39,6 +39,7 @@ UNNAMED = ("", "unknown^unknown")  # dcmjs (OHIF) writes this name when it is gi
 POINTED_AT = "111010"             # DCM "Center": OHIF's Probe and ArrowAnnotate NUMs; their
                                   # first point is the spot (the arrow's head)
 DEVICE_OBSERVER_UID = "121012"
+OBSERVER_TYPE, DEVICE = "121005", "121007"
 OWN_SERIES_PREFIX = "CDSS EGFR"   # the node's result series' descriptions begin so
 OWN_MANUFACTURER = "CDSS"         # dicom.seg.MANUFACTURER; not imported, so that highdicom
                                   # stays out of the receiving process
@@ -62,6 +63,20 @@ def is_own_report(ds: Dataset, device_uid: str | None) -> bool:
         pass
     return (str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER
             and str(ds.get("SeriesDescription", "")).startswith(OWN_SERIES_PREFIX))
+
+
+def is_device_report(ds: Dataset) -> bool:
+    """A report whose observer is a device (CAD, another AI) and no person: not a
+    radiologist's mark (TID 1002: Observer Type (121005) = Device (121007))."""
+    try:
+        device = person = False
+        for item in _items(ds):
+            if _concept(item) == OBSERVER_TYPE and item.get("ValueType") == "CODE":
+                device |= _code_value(item) == DEVICE
+            person |= _concept(item) == PERSON_OBSERVER_NAME
+        return device and not person
+    except (ValueError, TypeError, AttributeError, KeyError):   # an unreadable tree
+        return False
 
 
 def read_mark(ds: Dataset) -> Mark | MarkProblem | None:
@@ -178,6 +193,13 @@ def _concept(item: Dataset) -> str:
     if not isinstance(names, Sequence) or not names or not isinstance(names[0], Dataset):
         return ""
     return str(names[0].get("CodeValue", ""))
+
+
+def _code_value(item: Dataset) -> str:
+    codes = item.get("ConceptCodeSequence", [])
+    if not isinstance(codes, Sequence) or not codes or not isinstance(codes[0], Dataset):
+        return ""
+    return str(codes[0].get("CodeValue", ""))
 
 
 def _values(value) -> list:

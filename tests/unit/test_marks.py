@@ -212,3 +212,18 @@ def test_a_content_sequence_that_is_no_sequence_is_no_mark(headers):
     del sr.ContentSequence
     sr.add_new(0x0040A730, "LO", "not a sequence")
     assert read_mark(sr) is None and not is_own_report(sr, "1.2.3")
+
+
+def test_a_device_observer_makes_a_cad_report_not_a_mark(headers):
+    from cdss_node.dicom.mark import is_device_report
+
+    sr = ohif_mark_sr(headers, headers[3], "Length", HANDLES["Length"])
+    assert not is_device_report(sr)                 # OHIF: a Person Observer Name
+    observer = next(i for i in sr.ContentSequence if i.ValueType == "PNAME")
+    observer.ValueType = "CODE"
+    observer.ConceptNameCodeSequence[0].CodeValue = "121005"
+    value = pydicom.Dataset()
+    value.CodeValue, value.CodingSchemeDesignator, value.CodeMeaning = "121007", "DCM", "Device"
+    observer.ConceptCodeSequence = [value]
+    del observer.PersonName
+    assert is_device_report(sr)
