@@ -146,8 +146,12 @@ class Waiting:
 
 
 class Index:
-    def __init__(self, fail=None):
-        self.fail = fail
+    def __init__(self, fail=None, requested=()):
+        self.fail, self.requested = fail, requested
+
+    def query(self, sql, params):        # requests.waits_for: a request waits for the series
+        assert "FROM requests" in sql
+        return [{"1": 1}] if params[0] in self.requested else []
 
     def receiving_series(self):
         if self.fail:
@@ -180,6 +184,13 @@ def worker_with(tmp_path, index, process):
     worker.process = process
     worker.series_released()
     return worker
+
+
+def test_a_series_a_request_waits_for_is_not_analysed_ahead(tmp_path):
+    """Its job takes the radiologist's mark: an analysis without it would be of no use."""
+    worker = worker_with(tmp_path, Index(requested=("1.2.4",)), Process())
+    worker._start_ahead()
+    assert [r.paths for r in worker.process.sent] == [(str(tmp_path / "1.2.3/CT1.dcm"),)]
 
 
 def test_the_worker_asks_for_the_series_whose_job_comes_first(tmp_path):

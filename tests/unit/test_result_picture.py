@@ -56,7 +56,7 @@ def _analysis(lossy: bool = False):
         status="ok", quality_flags=(SimpleNamespace(sentence="The lungs run off the scan."),),
         prediction=SimpleNamespace(label="EGFR mutant", probability=0.8123, threshold=0.5),
         tumor=SimpleNamespace(volume_mm3=12345.0, other_candidates=1),
-        volume=SimpleNamespace(lossy_compressed=lossy))
+        volume=SimpleNamespace(lossy_compressed=lossy), mark=None)
 
 
 def test_the_caption_says_result_model_date_and_the_intended_use_of_its_training_data():
