@@ -310,7 +310,8 @@ class Index:
                              (series_uid,)).fetchone()
             if row is not None and row["state"] not in FINISHED:
                 requests.set_state(db, request_id, requests.WAITING,
-                                   f"series {row['state']}", now, series_uid)
+                                   detail if reason else f"series {row['state']}", now,
+                                   series_uid)
                 return "waiting"
             state = self._requeue(db, series_uid, study_uid, modality, row, now)
             self._queue(db, series_uid, state, now, request_id)

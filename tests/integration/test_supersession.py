@@ -10,6 +10,7 @@ from cdss_node.analysis import Analyzer
 from cdss_node.config import Config, NodeSection
 from cdss_node.dicom.sr import Version
 from cdss_node.jobs import AnalysisSettings
+from cdss_node.uids import result_series_uid
 from cdss_node.worker import Worker
 from tests.conftest import REPO
 from tests.integration.test_dicom_outputs import dciodvfy_errors, pixelmed_errors
@@ -54,6 +55,11 @@ def test_worker_hands_the_latest_earlier_sr_to_the_next_analysis(tmp_path):
     series = worker.results_root / "1.2.3"
     for generation in (1, 2):
         (series / f"g{generation}").mkdir(parents=True)
-    (series / "g1" / "sr.dcm").write_bytes(b"")
+    ds = pydicom.Dataset()        # an SR of the node's SR series for this CT series
+    ds.SeriesInstanceUID = result_series_uid("1.2.3", "SR")
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.88.34", "1.2.3.9"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    ds.save_as(series / "g1" / "sr.dcm", enforce_file_format=True)
     assert worker._previous_sr("1.2.3", 3) == str(series / "g1" / "sr.dcm")
     assert worker._previous_sr("1.2.3", 1) == ""

@@ -130,6 +130,7 @@ def test_a_refused_request_keeps_its_reason_while_it_waits(index):
     request = mark(index)
     assert index.queue_requested(request, "4.5.6", "1.2", reason="MARK_WITHOUT_IMAGE",
                                  detail="no image") == "waiting"
+    assert requests.get(index, request)["detail"] == "no image"    # what the SR will say
     SeriesTracker(index, CompletionRule(0, 30)).check(time.time() + 1)
     job, _, _ = index.claim_job()
     assert index.job_request(job) is None           # a job never takes a refused request
