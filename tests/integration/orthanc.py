@@ -113,8 +113,3 @@ class DeployOrthanc(Orthanc):
         config["DicomModalities"]["cdss-node"].update({"Host": "127.0.0.1", "Port": node_port})
         (folder / "orthanc.json").write_text(json.dumps(config))
         self.proc = None
-
-    @property
-    def node_aet(self) -> str:
-        config = json.loads((self.folder / "orthanc.json").read_text())
-        return config["DicomModalities"]["cdss-node"]["AET"]

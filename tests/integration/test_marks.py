@@ -41,13 +41,21 @@ def decoy_ct(tmp_path_factory):
     return files, phantom, decoy
 
 
+def series_of(files) -> str:
+    return str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+
+
+def first_answer(node: Node, files) -> None:
+    """The CT sent and its first analysis finished."""
+    send(node, *files)
+    wait_for(lambda: generation_done(node, series_of(files), 1), what="the first answer")
+
+
 def test_a_mark_on_the_true_tumor_answers_again_for_it(tmp_path, decoy_ct):
     files, phantom, decoy = decoy_ct
-    series_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    node = start_node(tmp_path)
+    node, series_uid = start_node(tmp_path), series_of(files)
     try:
-        send(node, *files)
-        wait_for(lambda: generation_done(node, series_uid, 1), what="the first answer")
+        first_answer(node, files)
         first = mask_of(result_folder(node, series_uid, 1))
         assert dice(first, phantom.tumor_mask) < 0.1 and dice(first, decoy) > 0.8, \
             "the case must make the first answer wrong"
@@ -125,11 +133,9 @@ def test_marks_the_node_cannot_act_on(tmp_path, decoy_ct):
     with their own reason, in a series of its own (the CT's answer stands); the node goes
     on."""
     files, phantom, _ = decoy_ct
-    ct_series = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
-    node = start_node(tmp_path)
+    node, ct_series = start_node(tmp_path), series_of(files)
     try:
-        send(node, *files)
-        wait_for(lambda: generation_done(node, ct_series, 1), what="the first answer")
+        first_answer(node, files)
         own = result_folder(node, ct_series, 1) / "sr.dcm"
         send(node, own)
         assert wait_for(lambda: ended(node, pydicom.dcmread(own).SOPInstanceUID))["detail"] \

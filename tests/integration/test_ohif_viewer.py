@@ -199,6 +199,20 @@ def tumor_instances(results: dict) -> set[int]:
     return {numbers[uid] for uid in uids}
 
 
+def seg_problems(seen: dict, results: dict) -> list[str]:
+    """The SEG's segment listed and drawn, on a slice of the tumor."""
+    problems = []
+    if "Primary lung tumor (AI)" not in seen["segmentLabels"]:
+        problems.append(f"segment not listed: {seen['segmentLabels']}")
+    if seen["segRedPixels"] < 20:
+        problems.append(f"SEG overlay not drawn: {seen['segRedPixels']} red pixels in the viewport")
+    shown_instance = re.search(r"I:\s*(\d+)", seen["segImage"])
+    if not shown_instance or int(shown_instance[1]) not in tumor_instances(results):
+        problems.append(f"the SEG is drawn on {seen['segImage']!r}, not on a slice of the tumor "
+                        f"(instances {sorted(tumor_instances(results))})")
+    return problems
+
+
 def test_ohif_shows_the_ct_the_seg_and_the_sr_with_the_egfr_result(tools, results, viewer,
                                                                    tmp_path):
     pacs, server = viewer
@@ -209,14 +223,7 @@ def test_ohif_shows_the_ct_the_seg_and_the_sr_with_the_egfr_result(tools, result
     if seen["ctRedPixels"] != 0:
         problems.append(f"the CT alone has {seen['ctRedPixels']} red pixels (the SEG check "
                         "cannot tell the overlay from it)")
-    if "Primary lung tumor (AI)" not in seen["segmentLabels"]:
-        problems.append(f"segment not listed: {seen['segmentLabels']}")
-    if seen["segRedPixels"] < 20:
-        problems.append(f"SEG overlay not drawn: {seen['segRedPixels']} red pixels in the viewport")
-    shown_instance = re.search(r"I:\s*(\d+)", seen["segImage"])
-    if not shown_instance or int(shown_instance[1]) not in tumor_instances(results):
-        problems.append(f"the SEG is drawn on {seen['segImage']!r}, not on a slice of the tumor "
-                        f"(instances {sorted(tumor_instances(results))})")
+    problems += seg_problems(seen, results)
     if not seen["srViewportShown"]:
         problems.append("the SR did not open in a viewport")
     shown = SERIES_DESCRIPTION.sub("", seen["srText"] + "\n" + seen["srMeasurementPanel"])
@@ -270,14 +277,7 @@ def test_ohif_shows_the_answer_to_a_radiologists_mark(tools, marked, viewer, tmp
     seen = _open_in_ohif(tools, server, study, "marked", tmp_path / "marked.json")
 
     problems = _no_errors(seen) + _orthanc_errors(pacs)
-    if "Primary lung tumor (AI)" not in seen["segmentLabels"]:
-        problems.append(f"segment not listed: {seen['segmentLabels']}")
-    if seen["segRedPixels"] < 20:
-        problems.append(f"SEG overlay not drawn: {seen['segRedPixels']} red pixels")
-    shown_instance = re.search(r"I:\s*(\d+)", seen["segImage"])
-    if not shown_instance or int(shown_instance[1]) not in tumor_instances(marked):
-        problems.append(f"the SEG is drawn on {seen['segImage']!r}, not on a slice of the "
-                        f"marked tumor (instances {sorted(tumor_instances(marked))})")
+    problems += seg_problems(seen, marked)
     shown = SERIES_DESCRIPTION.sub("", seen["srText"] + "\n" + seen["srMeasurementPanel"])
     if not re.search(r"AI, marked tumor: EGFR (mutant|wild type), probability of mutation: "
                      r"[\d.]+ %", shown):
